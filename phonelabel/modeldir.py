@@ -1,0 +1,125 @@
+"""A model directory: everything needed to label new audio, nothing that can run code.
+
+``model.pt`` holds tensors only (loaded with ``weights_only=True``); ``config.json``
+holds the model, feature and training configs, the normalisation statistics, the phone
+set and the decoder's parameters, so ``PhoneLSTM(ModelConfig(**cfg["model"]))``
+rebuilds the network.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from phonelabel import __version__
+from phonelabel.errors import PhonelabelError
+from phonelabel.features import FeatureConfig
+from phonelabel.fileio import write_bytes, write_json
+from phonelabel.model import ModelConfig, PhoneLSTM
+from phonelabel.phones import PHONES_61
+
+CONFIG = "config.json"
+WEIGHTS = "model.pt"
+
+
+@dataclass
+class TrainedModel:
+    model: PhoneLSTM  # in eval mode
+    feature: FeatureConfig
+    stats: dict[str, Any]  # normalisation statistics: at least global "mean" and "std" lists
+    decoder: dict[str, Any] = field(default_factory=dict)  # decode.py's tuned parameters
+    training: dict[str, Any] = field(default_factory=dict)  # the options that trained it
+    directory: Path | None = None
+
+    @property
+    def delay(self) -> int:
+        return self.model.config.delay
+
+
+def save_state_dict(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to bytes, then an atomic write (a crash leaves the old file intact)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def load_state_dict(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """torch.load with ``weights_only=True``: a model file cannot run code."""
+    if not path.is_file():
+        raise PhonelabelError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PhonelabelError(f"{path}: not a phonelabel weights file ({first[:200]})") from None
+
+
+def config_dict(trained: TrainedModel) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "model": asdict(trained.model.config),
+        "feature": trained.feature.to_dict(),
+        "normalization": trained.stats,
+        "phones": list(PHONES_61),
+        "decoder": trained.decoder,
+        "training": trained.training,
+    }
+
+
+def save_model(directory: str | Path, trained: TrainedModel) -> None:
+    """Write model.pt then config.json, each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_state_dict(directory / WEIGHTS, trained.model.state_dict())
+    write_json(directory / CONFIG, config_dict(trained))
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PhonelabelError(f"{directory}: no such model directory")
+    path = directory / CONFIG
+    if not path.is_file():
+        raise PhonelabelError(f"{directory}: not a model directory (no {CONFIG})")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PhonelabelError(f"{path}: not valid JSON ({error})") from None
+    for key in ("model", "feature", "normalization", "phones"):
+        if key not in config:
+            raise PhonelabelError(f"{path}: missing {key!r}; not a phonelabel model config")
+    if tuple(config["phones"]) != PHONES_61:
+        raise PhonelabelError(f"{path}: phone set differs from the 61 TIMIT phones")
+    return config
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild a trained model from its directory (eval mode, on ``device``)."""
+    directory = Path(directory)
+    config = read_config(directory)
+    try:
+        model = PhoneLSTM(ModelConfig(**config["model"]))
+    except TypeError as error:
+        raise PhonelabelError(f"{directory / CONFIG}: bad model config ({error})") from None
+    state = load_state_dict(directory / WEIGHTS, device)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PhonelabelError(f"{directory / WEIGHTS}: not a state dict of tensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise PhonelabelError(f"{directory / WEIGHTS}: does not fit config.json ({first})") from None
+    model.to(device).eval()
+    return TrainedModel(
+        model=model,
+        feature=FeatureConfig.from_dict(config["feature"]),
+        stats=config["normalization"],
+        decoder=config.get("decoder", {}),
+        training=config.get("training", {}),
+        directory=directory,
+    )
