@@ -93,3 +93,27 @@ class PhoneLSTM(nn.Module):
         """Log-posteriors (B, T, 61) for inference (call under ``eval()``)."""
         logits, state = self.forward(x, state)
         return torch.log_softmax(logits.float(), dim=-1), state
+
+
+def pad_for_delay(features: torch.Tensor, delay: int) -> torch.Tensor:
+    """(T, D) -> (T + d, D): the last frame repeated d times, so that the output at frame
+    T - 1 + d (which labels the last frame) exists. Training, evaluate and label all pad so."""
+    if delay == 0:
+        return features
+    return torch.cat([features, features[-1:].expand(delay, -1)])
+
+
+@torch.no_grad()
+def utterance_log_posteriors(
+    model: PhoneLSTM, utterances: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """Each utterance from a zero state, in one padded batch, target delay honoured.
+
+    (T_i, D) features -> (T_i, 61) log-posteriors, row t labelling frame t. Right padding
+    is harmless: the LSTM is causal, so padded frames never reach earlier outputs.
+    """
+    delay = model.config.delay
+    padded = [pad_for_delay(f, delay) for f in utterances]
+    x = torch.nn.utils.rnn.pad_sequence(padded, batch_first=True)  # (B, T_max + d, D)
+    log_posteriors, _ = model.posteriors(x)  # (B, T_max + d, 61)
+    return [log_posteriors[i, delay : delay + len(f)] for i, f in enumerate(utterances)]

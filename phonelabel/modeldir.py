@@ -113,7 +113,9 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
         model.load_state_dict(state)
     except RuntimeError as error:
         first = str(error).splitlines()[0]
-        raise PhonelabelError(f"{directory / WEIGHTS}: does not fit config.json ({first})") from None
+        raise PhonelabelError(
+            f"{directory / WEIGHTS}: does not fit config.json ({first})"
+        ) from None
     model.to(device).eval()
     return TrainedModel(
         model=model,

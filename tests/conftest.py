@@ -50,7 +50,8 @@ def tone_utterance(rng: np.random.Generator, pitch: float = 1.0) -> tuple[np.nda
             wave = 0.001 * rng.standard_normal(length)
         else:
             wave = sum(
-                np.sin(2 * np.pi * pitch * (200 + 350 * k + 900 * h) * t) / (h + 1) for h in range(3)
+                np.sin(2 * np.pi * pitch * (200 + 350 * k + 900 * h) * t) / (h + 1)
+                for h in range(3)
             )
             wave = 0.3 * wave + 0.01 * rng.standard_normal(length)
         pieces.append(wave)

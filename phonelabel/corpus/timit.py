@@ -54,7 +54,9 @@ class Utterance:
         return self.utt_id.split("_", 1)[1].startswith("sa")
 
     def to_json(self) -> str:
-        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()})
+        return json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        )
 
 
 @lru_cache(maxsize=2)
