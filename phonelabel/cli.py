@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path  # noqa: F401  (used by the commands below)
 from typing import Annotated, Any, Optional
 
 import typer
