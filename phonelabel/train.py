@@ -1,0 +1,689 @@
+"""Multi-stream truncated BPTT(k1, k2) training of PhoneLSTM (DESIGN.md §6).
+
+B streams run side by side. Utterances are laid end to end in each stream's
+*timeline*, every utterance starting on a k1-frame boundary (an utterance's last chunk
+is padded; ~k1/2 frames of padding per utterance). Step i updates on timeline frames
+[i*k1, (i+1)*k1): it runs the network over the window of the last k2 frames
+[(i+1)*k1 - k2, (i+1)*k1) from the state saved at the window's start (detached there),
+takes the loss on the newest k1 outputs, backpropagates, clips, updates, and saves the
+state k1 frames into the window: the next window's start. A stream's state is zeroed
+where an utterance starts, so nothing leaks from one utterance into the next.
+
+k2 == k1 (the default) is one fused nn.LSTM call per step; k2 > k1 unrolls the window
+frame by frame (``PhoneLSTM.forward_with_resets``), since an utterance can start
+inside it. k1 == 0 is whole-utterance BPTT: one update per batch of B utterances.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from phonelabel.errors import PhonelabelError
+from phonelabel.features import NO_LABEL
+from phonelabel.fileio import write_text
+from phonelabel.model import ModelConfig, PhoneLSTM, State, utterance_log_posteriors
+from phonelabel.modeldir import (
+    TrainedModel,
+    load_state_dict,
+    save_model,
+    save_state_dict,
+)
+from phonelabel.phones import FOLD_INDEX, NUM_PHONES
+
+CHECKPOINT = "checkpoint.pt"  # last state for --resume (model.pt is the best one)
+METRICS = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.2
+    delay: int = 0
+    k1: int = 20  # frames per update; 0 = whole-utterance BPTT
+    k2: int = 0  # frames of backpropagation; 0 = same as k1
+    batch_streams: int = 32
+    epochs: int = 30
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9, as Graves & Schmidhuber 2005)
+    lr: float = 0.0  # 0 = the optimiser's default (adam 1e-3, sgd 0.05)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    clip: float = 1.0  # global-norm clipping threshold; 0 disables
+    clip_output: bool = False  # include the output layer in the clipped norm
+    clip_value: float = 0.0  # optional element-wise clipping before the norm; 0 disables
+    input_noise: float = 0.1  # std of Gaussian noise on the (unit-variance) inputs
+    patience: int = 5  # epochs without dev improvement before stopping
+    lr_patience: int = 1  # epochs without dev improvement before halving the lr
+    min_lr: float = 1e-6
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"  # fp32, tf32 (CUDA matmuls), bf16 (autocast)
+    checkpoint_seconds: float = 300.0  # mid-epoch checkpoint interval for --resume
+
+    @property
+    def window(self) -> int:
+        return max(self.k2, self.k1)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr or (1e-3 if self.optimizer == "adam" else 0.05)
+
+    def check(self) -> None:
+        if self.k1 < 0 or self.k2 < 0:
+            raise PhonelabelError("--k1 and --k2 must be >= 0")
+        if self.k1 > 0 and self.k2 and self.k2 < self.k1:
+            raise PhonelabelError(f"--k2 ({self.k2}) must be >= --k1 ({self.k1})")
+        if self.optimizer not in ("adam", "sgd"):
+            raise PhonelabelError(f"unknown optimizer {self.optimizer!r} (use adam or sgd)")
+        if self.precision not in ("fp32", "tf32", "bf16"):
+            raise PhonelabelError(f"unknown precision {self.precision!r} (fp32, tf32 or bf16)")
+        for name in ("hidden", "layers", "batch_streams", "epochs"):
+            if getattr(self, name) < 1:
+                raise PhonelabelError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.delay < 0 or not 0 <= self.dropout < 1 or self.clip < 0:
+            raise PhonelabelError("--delay and --clip must be >= 0 and --dropout in [0, 1)")
+
+
+# --- the schedule: which frames each stream sees at each step --------------------------
+
+
+@dataclass
+class Schedule:
+    """Per step: frame indices of the window (-1 = padding) and where utterances start.
+
+    x_index, y_index: (S, B, W) int64 into the split's frames (y -1 = no loss);
+    reset: (S, B, W) bool, True at an utterance's first frame; frames: (S,) scored frames.
+    """
+
+    x_index: torch.Tensor
+    y_index: torch.Tensor
+    reset: torch.Tensor
+    frames: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def to(self, device: torch.device) -> Schedule:
+        return replace(
+            self,
+            x_index=self.x_index.to(device),
+            y_index=self.y_index.to(device),
+            reset=self.reset.to(device),
+        )
+
+
+def utterance_frames(offset: int, frames: int, delay: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input and target frame indices of one utterance with target delay d.
+
+    Input: the T frames then the last one d more times; target: d blanks then the T labels
+    (the output at t + d is trained on the label of frame t).
+    """
+    x = np.concatenate([np.arange(offset, offset + frames), np.full(delay, offset + frames - 1)])
+    y = np.concatenate([np.full(delay, -1), np.arange(offset, offset + frames)])
+    return x, y
+
+
+def build_schedule(
+    offsets: np.ndarray, lengths: np.ndarray, order: np.ndarray, config: TrainConfig
+) -> Schedule:
+    """Lay utterances (in ``order``) into B stream timelines and cut TBPTT windows."""
+    k1, streams = config.k1, config.batch_streams
+    if k1 == 0:
+        return _whole_utterance_schedule(offsets, lengths, order, config)
+    # Each utterance goes to the stream whose timeline is shortest (balanced streams).
+    pieces: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(streams)]
+    used = np.zeros(streams, dtype=np.int64)
+    for u in order:
+        x, y = utterance_frames(int(offsets[u]), int(lengths[u]), config.delay)
+        chunks = -(-len(x) // k1)
+        pad = chunks * k1 - len(x)
+        s = int(np.argmin(used))
+        pieces[s].append(
+            (np.pad(x, (0, pad), constant_values=-1), np.pad(y, (0, pad), constant_values=-1))
+        )
+        used[s] += chunks * k1
+    history = config.window - k1  # frames before the newest k1 in each window
+    total = history + int(used.max())
+    x_line = np.full((streams, total), -1, dtype=np.int64)
+    y_line = np.full((streams, total), -1, dtype=np.int64)
+    start = np.zeros((streams, total), dtype=bool)
+    for s, stream in enumerate(pieces):
+        position = history
+        for x, y in stream:
+            x_line[s, position : position + len(x)] = x
+            y_line[s, position : position + len(y)] = y
+            start[s, position] = True
+            position += len(x)
+    steps = (total - history) // k1
+    # Window i = timeline[i*k1 : i*k1 + k2] (with the history padding on the left).
+    window = np.arange(config.window)[None, :] + k1 * np.arange(steps)[:, None]  # (S, W)
+    x_index = x_line[:, window].transpose(1, 0, 2)  # (B, S, W) -> (S, B, W)
+    y_index = y_line[:, window].transpose(1, 0, 2).copy()
+    y_index[:, :, :history] = -1  # loss on the newest k1 outputs only
+    reset = start[:, window].transpose(1, 0, 2)
+    return Schedule(
+        torch.from_numpy(np.ascontiguousarray(x_index)),
+        torch.from_numpy(y_index),
+        torch.from_numpy(np.ascontiguousarray(reset)),
+        (y_index >= 0).sum(axis=(1, 2)),
+    )
+
+
+def _whole_utterance_schedule(
+    offsets: np.ndarray, lengths: np.ndarray, order: np.ndarray, config: TrainConfig
+) -> Schedule:
+    """k1 = 0: batches of B whole utterances of similar length, padded to the longest."""
+    streams = config.batch_streams
+    # Sort within shuffled pools of 50 batches so padding stays small but batches vary.
+    pool = streams * 50
+    order = np.concatenate(
+        [sorted(order[i : i + pool], key=lambda u: lengths[u]) for i in range(0, len(order), pool)]
+    )
+    longest = int(lengths.max()) + config.delay
+    batches = [order[i : i + streams] for i in range(0, len(order), streams)]
+    x_index = np.full((len(batches), streams, longest), -1, dtype=np.int64)
+    y_index = np.full_like(x_index, -1)
+    for b, batch in enumerate(batches):
+        for s, u in enumerate(batch):
+            x, y = utterance_frames(int(offsets[u]), int(lengths[u]), config.delay)
+            x_index[b, s, : len(x)] = x
+            y_index[b, s, : len(y)] = y
+    reset = np.zeros(x_index.shape, dtype=bool)
+    reset[:, :, 0] = True
+    return Schedule(
+        torch.from_numpy(x_index),
+        torch.from_numpy(y_index),
+        torch.from_numpy(reset),
+        (y_index >= 0).sum(axis=(1, 2)),
+    )
+
+
+# --- one step -----------------------------------------------------------------------------
+
+
+@dataclass
+class SplitTensors:
+    """A split's frames on the training device, with a padding row at index -1."""
+
+    features: torch.Tensor  # (N + 1, D) float32; the last row is zeros
+    labels: torch.Tensor  # (N + 1,) int64; -1 for unlabelled frames and the padding row
+
+    @classmethod
+    def from_arrays(cls, features: np.ndarray, labels: np.ndarray, device) -> SplitTensors:
+        targets = labels.astype(np.int64)
+        targets[labels == NO_LABEL] = -1
+        return cls(
+            torch.cat(
+                [
+                    torch.from_numpy(np.asarray(features, np.float32)),
+                    torch.zeros(1, features.shape[1]),
+                ]
+            ).to(device),
+            torch.cat([torch.from_numpy(targets), torch.tensor([-1])]).to(device),
+        )
+
+
+def compute_loss(
+    model: PhoneLSTM,
+    data: SplitTensors,
+    x_index: torch.Tensor,  # (B, W)
+    y_index: torch.Tensor,  # (B, W)
+    reset: torch.Tensor,  # (B, W)
+    state: State,
+    frames: int,
+    capture_at: int,
+    input_noise: float = 0.0,
+) -> tuple[torch.Tensor, State, torch.Tensor]:
+    """Mean cross-entropy over the window's scored frames; returns (loss, next state, correct)."""
+    x = data.features[x_index]  # (B, W, D); index -1 is the zero padding row
+    if input_noise > 0 and model.training:
+        x = x + input_noise * torch.randn_like(x) * (x_index >= 0).unsqueeze(-1)
+    targets = data.labels[y_index]  # (B, W)
+    if capture_at == x_index.shape[1]:  # k2 == k1: resets only at the window start
+        keep = (~reset[:, 0]).to(x.dtype)[None, :, None]
+        logits, state = model(x, (state[0] * keep, state[1] * keep))  # (B, W, 61)
+    else:
+        logits, state = model.forward_with_resets(x, state, reset, capture_at)
+    loss = F.cross_entropy(
+        logits.reshape(-1, NUM_PHONES).float(),
+        targets.reshape(-1),
+        ignore_index=-1,
+        reduction="sum",
+    ) / max(frames, 1)
+    correct = (logits.argmax(-1) == targets).sum()
+    return loss, (state[0].detach(), state[1].detach()), correct
+
+
+def clip_gradients(model: PhoneLSTM, config: TrainConfig) -> torch.Tensor:
+    """Clip just before the update; returns the global norm before clipping (0 if off)."""
+    params = list(model.lstm.parameters())
+    if config.clip_output:
+        params += list(model.output.parameters())
+    if config.clip_value > 0:
+        torch.nn.utils.clip_grad_value_(params, config.clip_value)
+    if config.clip <= 0:
+        return torch.zeros((), device=params[0].device)
+    return torch.nn.utils.clip_grad_norm_(params, config.clip)
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What ``on_progress`` receives, every few steps and at each epoch's end."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    frames_per_second: float
+    clip_fraction: float
+    lr: float
+    epoch_done: dict[str, Any] | None = None  # the metrics.jsonl record at an epoch's end
+
+
+@dataclass
+class RunState:
+    """Everything --resume needs beyond the weights and the optimiser."""
+
+    epoch: int = 0
+    step: int = 0  # next step of `epoch` (0 = epoch not started)
+    lr: float = 0.0
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, float] = field(default_factory=dict)  # the running epoch's sums
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PhonelabelError("--device cuda asked for, but no CUDA GPU is available to torch")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise PhonelabelError(f"unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def make_optimizer(model: PhoneLSTM, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+
+
+@torch.no_grad()
+def frame_accuracies(model: PhoneLSTM, split, device: torch.device, batch: int = 64) -> dict:
+    """Frame accuracy (61 and folded 39 classes) of whole utterances from a zero state."""
+    model.eval()
+    order = sorted(range(len(split.utterances)), key=lambda i: split.utterances[i].frames)
+    correct61 = correct39 = scored61 = scored39 = 0
+    for i in range(0, len(order), batch):
+        chosen = order[i : i + batch]
+        inputs = [
+            torch.from_numpy(np.asarray(split.utterance_features(u))).to(device) for u in chosen
+        ]
+        for u, log_posteriors in zip(chosen, utterance_log_posteriors(model, inputs), strict=True):
+            labels = np.asarray(split.utterance_labels(u)).astype(np.int64)
+            predicted = log_posteriors.argmax(-1).cpu().numpy()
+            scored = labels != NO_LABEL
+            correct61 += int((predicted[scored] == labels[scored]).sum())
+            scored61 += int(scored.sum())
+            reference39, predicted39 = FOLD_INDEX[labels[scored]], FOLD_INDEX[predicted[scored]]
+            counted = reference39 >= 0  # q frames are not scored
+            correct39 += int((predicted39[counted] == reference39[counted]).sum())
+            scored39 += int(counted.sum())
+    return {
+        "frame_accuracy_61": correct61 / max(scored61, 1),
+        "frame_accuracy_39": correct39 / max(scored39, 1),
+        "frames": scored61,
+    }
+
+
+def _check_labels(labels: np.ndarray, where: str) -> None:
+    bad = (labels >= NUM_PHONES) & (labels != NO_LABEL)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise PhonelabelError(
+            f"{where}: label {int(labels[first])} at frame {first} is out of range (0..60)"
+        )
+
+
+def _prepare_out(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PhonelabelError(
+            f"{out}: already exists and is not empty; use --resume to continue it or another --out"
+        )
+
+
+class EpochMeter:
+    """Epoch sums kept on the device between syncs (a .item() per step would stall a GPU)."""
+
+    def __init__(self, totals: dict[str, float], device: torch.device):
+        self.totals = totals
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.clipped = torch.zeros((), device=device, dtype=torch.long)
+        self.frames = self.steps = 0
+        self.started = time.perf_counter()
+        self.seconds_before = totals["seconds"]
+
+    def add(self, loss: torch.Tensor, frames: int, correct: torch.Tensor, clipped) -> None:
+        self.loss += loss.detach() * frames
+        self.correct += correct
+        self.clipped += clipped
+        self.frames += frames
+        self.steps += 1
+
+    def flush(self, where: str) -> dict[str, float]:
+        """Add the device sums into ``totals`` (one sync); refuse a diverged loss."""
+        loss = float(self.loss)
+        if not math.isfinite(loss):
+            raise PhonelabelError(
+                f"training diverged (loss is {loss}) {where}; the last good model is kept "
+                "(try a lower --lr or --clip)"
+            )
+        totals = self.totals
+        totals["loss"] += loss
+        totals["correct"] += int(self.correct)
+        totals["clipped"] += int(self.clipped)
+        totals["frames"] += self.frames
+        totals["steps"] += self.steps
+        totals["seconds"] = self.seconds_before + time.perf_counter() - self.started
+        self.loss.zero_(), self.correct.zero_(), self.clipped.zero_()
+        self.frames = self.steps = 0
+        return totals
+
+
+def run_epoch(
+    model: PhoneLSTM,
+    optimizer: torch.optim.Optimizer,
+    data: SplitTensors,
+    schedule: Schedule,
+    config: TrainConfig,
+    run: RunState,
+    state: State,
+    on_progress: Callable[[Progress], None] | None,
+    save_checkpoint: Callable[[State], None],
+) -> None:
+    """The TBPTT loop: window -> loss on the newest k1 frames -> backward -> clip -> step."""
+    model.train()
+    meter = EpochMeter(run.totals, state[0].device)
+    autocast = torch.autocast(state[0].device.type, torch.bfloat16, config.precision == "bf16")
+    capture_at = config.k1 or schedule.x_index.shape[-1]  # where the next window starts
+    last_checkpoint = time.perf_counter()
+    for step in range(run.step, len(schedule)):
+        frames = int(schedule.frames[step])
+        with autocast:
+            loss, state, correct = compute_loss(
+                model,
+                data,
+                schedule.x_index[step],
+                schedule.y_index[step],
+                schedule.reset[step],
+                state,
+                frames,
+                capture_at,
+                config.input_noise,
+            )
+        if frames:  # a window of padding only (streams drained) carries state, no update
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = clip_gradients(model, config)
+            optimizer.step()
+            meter.add(loss, frames, correct, (norm > config.clip) if config.clip > 0 else 0)
+        last = step == len(schedule) - 1
+        if step % 25 == 0 or last:
+            totals = meter.flush(f"in epoch {run.epoch + 1}, step {step + 1}")
+            if on_progress is not None:
+                on_progress(
+                    Progress(
+                        run.epoch + 1,
+                        config.epochs,
+                        step + 1,
+                        len(schedule),
+                        totals["loss"] / max(totals["frames"], 1),
+                        totals["frames"] / max(totals["seconds"], 1e-9),
+                        totals["clipped"] / max(totals["steps"], 1),
+                        run.lr,
+                    )
+                )
+        if not last and time.perf_counter() - last_checkpoint > config.checkpoint_seconds:
+            meter.flush(f"in epoch {run.epoch + 1}, step {step + 1}")
+            run.step = step + 1
+            save_checkpoint(state)
+            last_checkpoint = time.perf_counter()
+
+
+def train(
+    features: str | Path,
+    out: str | Path,
+    config: TrainConfig = TrainConfig(),
+    resume: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> TrainedModel:
+    """Train on a feature store's train split, select on dev; returns the best model."""
+    from phonelabel.store import open_store  # deferred: store imports librosa
+
+    out = Path(out)
+    _prepare_out(out, resume)
+    checkpoint = load_state_dict(out / CHECKPOINT) if resume else None
+    if checkpoint is not None:  # a resumed run keeps its options; only epochs/device may change
+        config = TrainConfig(
+            **dict(checkpoint["config"], epochs=config.epochs, device=config.device)
+        )
+    config.check()
+    store = open_store(features)
+    if "train" not in store.split_names or not store.split("train").utterances:
+        raise PhonelabelError(f"{features}: the train split is empty")
+    train_split = store.split("train")
+    dev_split = store.split("dev") if "dev" in store.split_names else None
+    if dev_split is not None and not dev_split.utterances:
+        dev_split = None
+    _check_labels(np.asarray(train_split.labels), f"{features}/train/labels.npy")
+    device = resolve_device(config.device)
+    if config.precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(config.seed)
+    model_config = ModelConfig(
+        input_dim=store.config.dim,
+        hidden=config.hidden,
+        layers=config.layers,
+        dropout=config.dropout,
+        delay=config.delay,
+    )
+    model = PhoneLSTM(model_config).to(device)
+    optimizer = make_optimizer(model, config)
+    run = RunState(lr=config.learning_rate)
+    stream_state = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        run = RunState(**checkpoint["run"])
+        torch.set_rng_state(checkpoint["rng"])
+        if "stream_state" in checkpoint:
+            stream_state = tuple(t.to(device) for t in checkpoint["stream_state"])
+    trained = TrainedModel(
+        model=model,
+        feature=store.config,
+        stats=store.stats,
+        training=dict(asdict(config), features=str(Path(features).resolve())),
+        directory=out,
+    )
+    data = SplitTensors.from_arrays(train_split.features, train_split.labels, device)
+    offsets = np.array([u.offset for u in train_split.utterances])
+    lengths = np.array([u.frames for u in train_split.utterances])
+
+    def save_checkpoint(state: State | None) -> None:
+        _save_checkpoint(out, model, optimizer, run, config, state)
+
+    while run.epoch < config.epochs:
+        order = np.random.default_rng([config.seed, run.epoch]).permutation(len(lengths))
+        schedule = build_schedule(offsets, lengths, order, config).to(device)
+        if run.step == 0 or stream_state is None:
+            stream_state = model.zero_state(config.batch_streams, device)
+            run.step = 0
+            run.totals = dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0)
+        for group in optimizer.param_groups:
+            group["lr"] = run.lr
+        run_epoch(
+            model,
+            optimizer,
+            data,
+            schedule,
+            config,
+            run,
+            stream_state,
+            on_progress,
+            save_checkpoint,
+        )
+        stream_state = None
+        record = _end_epoch(run, model, dev_split, device)
+        if record["best"]:
+            save_model(out, trained)
+        _write_metrics(out, run.history)
+        _adjust_schedule(run, config, optimizer)
+        run.epoch += 1
+        run.step = 0
+        save_checkpoint(None)
+        if on_progress is not None:
+            on_progress(
+                Progress(
+                    run.epoch,
+                    config.epochs,
+                    len(schedule),
+                    len(schedule),
+                    record["train_loss"],
+                    record["train_frames_per_second"],
+                    record["clip_fraction"],
+                    record["lr"],
+                    record,
+                )
+            )
+        if dev_split is not None and run.bad_epochs >= config.patience:
+            break
+    model.load_state_dict(load_state_dict(out / "model.pt", device))
+    model.eval()
+    return trained
+
+
+def _end_epoch(run: RunState, model: PhoneLSTM, dev_split, device: torch.device) -> dict[str, Any]:
+    totals = run.totals
+    record: dict[str, Any] = {
+        "epoch": run.epoch + 1,
+        "train_loss": totals["loss"] / max(totals["frames"], 1),
+        "train_frames": int(totals["frames"]),
+        "train_seconds": totals["seconds"],
+        "train_frames_per_second": totals["frames"] / max(totals["seconds"], 1e-9),
+        "train_frame_accuracy_61": totals["correct"] / max(totals["frames"], 1),
+        "steps": int(totals["steps"]),
+        "clip_fraction": totals["clipped"] / max(totals["steps"], 1),
+        "lr": run.lr,
+        "dev_frame_accuracy_61": None,
+        "dev_frame_accuracy_39": None,
+    }
+    if dev_split is not None:
+        dev = frame_accuracies(model, dev_split, device)
+        record["dev_frame_accuracy_61"] = dev["frame_accuracy_61"]
+        record["dev_frame_accuracy_39"] = dev["frame_accuracy_39"]
+        accuracy = dev["frame_accuracy_61"]
+    else:  # no dev split: the latest epoch is the one kept
+        accuracy = float(run.epoch)
+    record["best"] = accuracy > run.best_accuracy
+    if record["best"]:
+        run.best_accuracy, run.best_epoch, run.bad_epochs = accuracy, run.epoch + 1, 0
+    else:
+        run.bad_epochs += 1
+    run.history.append(record)
+    return record
+
+
+def _adjust_schedule(run: RunState, config: TrainConfig, optimizer: torch.optim.Optimizer) -> None:
+    """Halve the learning rate after every ``lr_patience`` epochs without dev improvement."""
+    if run.bad_epochs and run.bad_epochs % config.lr_patience == 0:
+        run.lr = max(run.lr / 2, config.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = run.lr
+
+
+def _save_checkpoint(
+    out, model, optimizer, run: RunState, config: TrainConfig, stream_state
+) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "run": asdict(run),
+        "config": asdict(config),
+        "rng": torch.get_rng_state(),
+    }
+    if stream_state is not None:
+        state["stream_state"] = [t.detach().cpu() for t in stream_state]
+    save_state_dict(Path(out) / CHECKPOINT, state)
+
+
+def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    import json
+
+    write_text(out / METRICS, "".join(json.dumps(record) + "\n" for record in history))
+    plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Training loss and dev frame accuracy per epoch (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from phonelabel.fileio import atomic_path
+
+    epochs = [r["epoch"] for r in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [r["train_loss"] for r in history], "o-")
+    left.set(xlabel="epoch", ylabel="train cross-entropy (nats/frame)", title="training loss")
+    for key, name in (
+        ("dev_frame_accuracy_61", "dev, 61 phones"),
+        ("dev_frame_accuracy_39", "dev, 39 classes"),
+    ):
+        values = [r[key] for r in history]
+        if any(v is not None for v in values):
+            right.plot(
+                epochs, [100 * v if v is not None else np.nan for v in values], "o-", label=name
+            )
+    right.plot(
+        epochs,
+        [100 * r["train_frame_accuracy_61"] for r in history],
+        "o--",
+        label="train, 61 phones",
+    )
+    right.set(xlabel="epoch", ylabel="frame accuracy (%)", title="frame accuracy")
+    right.legend()
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as temp:
+        figure.savefig(temp, format="png", dpi=100)
+    plt.close(figure)
