@@ -60,6 +60,395 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
 # --- commands (each section: one command, a thin wrapper over the library) ---------------
 
 
+@command
+def train(
+    features: Annotated[
+        Path, typer.Argument(help="Feature store written by `phonelabel featurize`.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
+    hidden: Annotated[int, typer.Option(help="LSTM cells per layer.")] = 256,
+    layers: Annotated[int, typer.Option(help="LSTM layers.")] = 2,
+    dropout: Annotated[
+        float, typer.Option(help="Dropout between layers and before the output.")
+    ] = 0.2,
+    k1: Annotated[
+        int, typer.Option(help="TBPTT: frames between updates (0 = whole utterances).")
+    ] = 20,
+    k2: Annotated[
+        int, typer.Option(help="TBPTT: frames gradients flow back through (>= k1; 0 = k1).")
+    ] = 0,
+    delay: Annotated[int, typer.Option(help="Target delay: output at t+d labels frame t.")] = 0,
+    clip: Annotated[
+        float, typer.Option(help="Clip the global gradient norm to this (0 = off).")
+    ] = 1.0,
+    clip_output: Annotated[
+        bool, typer.Option(help="Include the output layer in the clipped norm.")
+    ] = False,
+    clip_value: Annotated[
+        float, typer.Option(help="Also clip each gradient element (0 = off).")
+    ] = 0.0,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
+    batch_streams: Annotated[int, typer.Option(help="Utterance streams run side by side.")] = 32,
+    optimizer: Annotated[str, typer.Option(help="adam or sgd (momentum 0.9).")] = "adam",
+    lr: Annotated[float, typer.Option(help="Learning rate (0 = adam 1e-3, sgd 0.05).")] = 0.0,
+    input_noise: Annotated[
+        float, typer.Option(help="Std of Gaussian noise added to inputs.")
+    ] = 0.1,
+    patience: Annotated[
+        int, typer.Option(help="Stop after this many epochs without dev gain.")
+    ] = 5,
+    seed: Annotated[
+        int, typer.Option(help="Random seed (same seed, same data, CPU: same weights).")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, tf32 or bf16 (CUDA).")] = "fp32",
+    checkpoint_seconds: Annotated[
+        float, typer.Option(help="Seconds between mid-epoch checkpoints for --resume.")
+    ] = 300.0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run in --out (its options).")
+    ] = False,
+) -> None:
+    """Train the unidirectional LSTM with truncated BPTT(k1, k2) and gradient clipping."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from phonelabel import train as training
+
+    config = training.TrainConfig(
+        hidden=hidden,
+        layers=layers,
+        dropout=dropout,
+        delay=delay,
+        k1=k1,
+        k2=k2,
+        batch_streams=batch_streams,
+        epochs=epochs,
+        optimizer=optimizer,
+        lr=lr,
+        clip=clip,
+        clip_output=clip_output,
+        clip_value=clip_value,
+        input_noise=input_noise,
+        patience=patience,
+        seed=seed,
+        device=device,
+        precision=precision,
+        checkpoint_seconds=checkpoint_seconds,
+    )
+    bar = Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[int, Any] = {}
+
+    def on_progress(p: training.Progress) -> None:
+        if p.epoch not in tasks:
+            tasks[p.epoch] = bar.add_task("", total=p.steps, epoch=f"{p.epoch}/{p.epochs}", info="")
+        info = f"loss {p.loss:.3f}  {p.frames_per_second:,.0f} frames/s  clipped {100 * p.clip_fraction:.0f}%"
+        bar.update(tasks[p.epoch], completed=p.step, info=info)
+        if p.epoch_done is not None:
+            r = p.epoch_done
+            dev = (
+                f"dev acc {100 * r['dev_frame_accuracy_61']:.1f}% (39: {100 * r['dev_frame_accuracy_39']:.1f}%)"
+                if r["dev_frame_accuracy_61"] is not None
+                else "no dev split"
+            )
+            mark = " [green]best[/green]" if r["best"] else ""
+            bar.console.print(
+                f"epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  {dev}  "
+                f"{r['train_frames_per_second']:,.0f} frames/s  clipped {100 * r['clip_fraction']:.0f}%  "
+                f"lr {r['lr']:.2g}{mark}"
+            )
+
+    with bar:
+        trained = training.train(features, out, config, resume=resume, on_progress=on_progress)
+    best = max(
+        (r for r in _read_history(out)),
+        key=lambda r: r["dev_frame_accuracy_61"] or -1,
+        default=None,
+    )
+    console.print(
+        f"[bold]model written to[/bold] {out}  (device {trained.training['device_used']})"
+    )
+    if best and best["dev_frame_accuracy_61"] is not None:
+        console.print(
+            f"best dev frame accuracy: {100 * best['dev_frame_accuracy_61']:.2f}% (61 phones), "
+            f"{100 * best['dev_frame_accuracy_39']:.2f}% (39 classes) at epoch {best['epoch']}"
+        )
+
+
+def _read_history(model_dir: Path) -> list[dict]:
+    import json
+
+    path = model_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@command
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model directory written by `phonelabel train`.")],
+    source: Annotated[
+        Path,
+        typer.Argument(help="Feature store, or a TIMIT-layout corpus (audio + .PHN) to featurize."),
+    ],
+    split: Annotated[str, typer.Option(help="Split to score: train, dev or test.")] = "test",
+    json_file: Annotated[
+        Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")
+    ] = None,
+    plots: Annotated[
+        Optional[Path],
+        typer.Option(help="Write confusion.png and per_phone.png into this directory."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    smooth: Annotated[
+        bool, typer.Option(help="PER from the model's Viterbi decoder (else arg-max and merge).")
+    ] = True,
+    batch_utterances: Annotated[
+        int, typer.Option(help="Utterances run through the model at once.")
+    ] = 64,
+) -> None:
+    """Score a model on a split: frame accuracy (61 and 39 classes), PER, confusions."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from phonelabel import evaluate as evaluation
+    from phonelabel.fileio import write_json
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"scoring {split}", total=None)
+        result = evaluation.evaluate(
+            model,
+            source,
+            split=split,
+            device=device,
+            batch_utterances=batch_utterances,
+            smooth=smooth,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    report = result.to_json()
+
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %"
+
+    table = Table(
+        title=f"{report['split']} split: {report['utterances']} utterances, "
+        f"{report['speakers']} speakers",
+        title_justify="left",
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("frames scored (61 / 39)", f"{report['frames']:,} / {report['frames_39']:,}")
+    table.add_row("frame accuracy, 61 phones", percent(report["frame_accuracy_61"]))
+    table.add_row("frame accuracy, 39 classes", percent(report["frame_accuracy_39"]))
+    table.add_row(
+        f"PER, 39 classes ({report['per_decoder']})", percent(report["phone_error_rate_39"])
+    )
+    table.add_row(
+        "  subs / dels / ins",
+        f"{report['substitutions']} / {report['deletions']} / {report['insertions']}"
+        f" of {report['reference_phones']}",
+    )
+    if report["per_decoder"] != "argmax":
+        table.add_row("PER, 39 classes (argmax)", percent(report["phone_error_rate_39_argmax"]))
+    table.add_row(
+        f"boundary precision / recall @{report['boundary_tolerance_ms']:g} ms",
+        f"{percent(report['boundary_precision'])} / {percent(report['boundary_recall'])}",
+    )
+    table.add_row("model seed", str(report["seed"]))
+    out.print(table)
+    confusions = Table(title="most confused (39 classes)", title_justify="left")
+    for name in ("reference", "predicted", "frames", "share of reference"):
+        confusions.add_column(name, justify="right" if name[0] in "fs" else "left")
+    for pair in report["most_confused"][:8]:
+        confusions.add_row(
+            pair["reference"], pair["predicted"], str(pair["frames"]), percent(pair["fraction"])
+        )
+    out.print(confusions)
+    out.print(f"scoring: {report['scoring']}", highlight=False)
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if report["skipped"]:
+        console.print(
+            f"[yellow]skipped {len(report['skipped'])} unusable utterances[/yellow]"
+            f" (listed in the JSON report)"
+        )
+    if json_file is not None:
+        write_json(json_file, report)
+        console.print(f"report written to {json_file}")
+    if plots is not None:
+        from phonelabel.report_plots import write_plots
+
+        written = write_plots(report, plots)
+        console.print(f"plots written: {', '.join(str(p) for p in written)}")
+
+
+def _pair(text: str | None, option: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise PhonelabelError(f"{option} {text!r}: expected LO,HI (e.g. 10,30)") from None
+    return low, high
+
+
+@command
+def synth(
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Corpus directory to make (or resume).")
+    ],
+    speakers: Annotated[int, typer.Option(help="Speakers in all (about 30 % go to TEST).")] = 40,
+    utterances_per_speaker: Annotated[int, typer.Option(help="Prompts each speaker reads.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed: byte-identical corpus).")] = 0,
+    jobs: Annotated[
+        Optional[int], typer.Option(help="Worker processes (default: all CPU cores).")
+    ] = None,
+    engines: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated engines: festival, flite (permissive licences). espeak"
+            " (espeak-ng, GPL-3.0, opt-in) is not available yet."
+        ),
+    ] = "festival,flite",
+    noise_snr: Annotated[
+        Optional[str],
+        typer.Option(help="LO,HI: add white noise at an SNR (dB) drawn from this range."),
+    ] = None,
+    speed_perturb: Annotated[
+        float, typer.Option(help="Speed each utterance up or down by up to this (0.1 = 10 %).")
+    ] = 0.0,
+) -> None:
+    """Make a synthetic TIMIT-layout corpus (festival + flite) with exact phone alignments."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from phonelabel.corpus.synth import synthesize
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("synthesising", total=None)
+        report = synthesize(
+            out_dir,
+            speakers=speakers,
+            utterances_per_speaker=utterances_per_speaker,
+            seed=seed,
+            jobs=jobs,
+            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+            noise_snr=_pair(noise_snr, "--noise-snr"),
+            speed_perturb=speed_perturb,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    table = Table(title=f"synthetic corpus {report.out}")
+    for column in ("split", "speakers", "utterances", "minutes", "voices"):
+        table.add_column(column, justify="left" if column in ("split", "voices") else "right")
+    for name, counts in report.splits.items():
+        table.add_row(
+            name,
+            str(counts.speakers),
+            str(counts.utterances),
+            f"{counts.seconds / 60:.1f}",
+            ", ".join(counts.voices),
+        )
+    out.print(table)
+    speed = report.synthesized_seconds / max(report.elapsed_seconds, 1e-9)
+    console.print(
+        f"made {report.synthesized} utterances ({report.synthesized_seconds:.0f} s of audio) in"
+        f" {report.elapsed_seconds:.0f} s ({speed:.1f} s of audio per second);"
+        f" {report.resumed} already there",
+        highlight=False,
+    )
+    for skip in report.skipped:
+        console.print(
+            f"[yellow]skipped[/yellow] {skip.speaker}/{skip.utterance} ({skip.voice}):"
+            f" {skip.reason} — {skip.text!r}",
+            highlight=False,
+        )
+
+
+@command
+def featurize(
+    corpus: Annotated[Path, typer.Argument(help="TIMIT-layout corpus (TRAIN/, TEST/).")],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Feature store to write.")],
+    kind: Annotated[
+        str, typer.Option(help="mfcc (13 + deltas = 39 dims) or fbank (40 + deltas = 120).")
+    ] = "mfcc",
+    normalization: Annotated[
+        str,
+        typer.Option(help="speaker (per-speaker mean/variance) or global (train split's)."),
+    ] = "speaker",
+    jobs: Annotated[
+        Optional[int], typer.Option(help="Worker processes (default: all CPU cores).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite the store even if it is up to date.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first bad utterance instead of skipping.")
+    ] = False,
+    include_sa: Annotated[
+        bool, typer.Option("--include-sa", help="Keep the SA1/SA2 sentences (TIMIT excludes them).")
+    ] = False,
+) -> None:
+    """Turn a corpus into 10 ms feature frames and frame labels (a memory-mapped store)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from phonelabel.features import FeatureConfig
+    from phonelabel.store import featurize as featurize_corpus
+
+    config = FeatureConfig(kind=kind, normalization=normalization)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("featurizing", total=None)
+        report = featurize_corpus(
+            corpus,
+            out_dir,
+            config,
+            jobs=jobs,
+            force=force,
+            strict=strict,
+            include_sa=include_sa,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    title = f"feature store {report.out}" + (" (up to date, nothing done)" if report.noop else "")
+    table = Table(title=title)
+    for column in ("split", "speakers", "utterances", "frames", "hours", "skipped"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for name, split in report.splits.items():
+        table.add_row(
+            name,
+            str(split.speakers),
+            str(split.utterances),
+            str(split.frames),
+            f"{split.hours:.2f}",
+            str(len(split.skipped)),
+        )
+    out.print(table)
+    console.print(
+        f"{config.kind}, {config.dim} dims, {config.normalization} normalisation;"
+        f" resampled {report.resampled}, downmixed {report.downmixed},"
+        f" not in any split (SA / off-list speakers) {report.excluded}",
+        highlight=False,
+    )
+    for utt_id, reason in report.skipped:
+        console.print(f"[yellow]skipped[/yellow] {utt_id}: {reason}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -530,7 +530,9 @@ def train(
         model=model,
         feature=store.config,
         stats=store.stats,
-        training=dict(asdict(config), features=str(Path(features).resolve())),
+        training=dict(
+            asdict(config), features=str(Path(features).resolve()), device_used=str(device)
+        ),
         directory=out,
     )
     data = SplitTensors.from_arrays(train_split.features, train_split.labels, device)

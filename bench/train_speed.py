@@ -1,0 +1,193 @@
+"""Training throughput: phonelabel's TBPTT step vs a bare nn.LSTM loop vs one utterance per update.
+
+All three train the same network size on the same frames in one process, so the ratio
+is what DESIGN.md §8 targets (>= 0.85 of bare on CPU; >= 1 M frames/s on an H100).
+
+    python bench/train_speed.py                    # CPU, default 2 x 256 model, 32 streams, k1 = 20
+    python bench/train_speed.py --device cuda --streams 256 --frames 2000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from phonelabel.model import ModelConfig, PhoneLSTM
+from phonelabel.train import RunState, SplitTensors, TrainConfig, build_schedule, run_epoch
+
+
+def synthetic_split(frames: int, dim: int, seed: int = 0):
+    """TIMIT-like utterance lengths (mean ~300 frames) filled with random frames/labels."""
+    rng = np.random.default_rng(seed)
+    lengths = []
+    while sum(lengths) < frames:
+        lengths.append(int(rng.integers(150, 450)))
+    total = sum(lengths)
+    features = rng.standard_normal((total, dim)).astype(np.float32)
+    labels = rng.integers(0, 61, total).astype(np.uint8)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return features, labels, offsets, np.array(lengths)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_phonelabel(args, device, data, offsets, lengths) -> float:
+    config = TrainConfig(
+        hidden=args.hidden,
+        layers=args.layers,
+        k1=args.k1,
+        k2=args.k2,
+        batch_streams=args.streams,
+        dropout=0.0,
+        input_noise=0.0,
+        checkpoint_seconds=1e9,
+        precision=args.precision,
+    )
+    torch.manual_seed(0)
+    model = PhoneLSTM(ModelConfig(data.features.shape[1], args.hidden, args.layers, 0.0)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    schedule = build_schedule(offsets, lengths, np.arange(len(lengths)), config).to(device)
+    run = RunState(
+        lr=1e-3, totals=dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0)
+    )
+    state = model.zero_state(args.streams, device)
+    # warm-up on a short schedule, then the timed epoch
+    warm = TrainConfig(**{**config.__dict__})
+    run_epoch(model, optimizer, data, _head(schedule, 10), warm, run, state, None, lambda s: None)
+    run.totals = dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0)
+    sync(device)
+    start = time.perf_counter()
+    run_epoch(model, optimizer, data, schedule, config, run, state, None, lambda s: None)
+    sync(device)
+    return run.totals["frames"] / (time.perf_counter() - start)
+
+
+def _head(schedule, steps):
+    from dataclasses import replace
+
+    return replace(
+        schedule,
+        x_index=schedule.x_index[:steps],
+        y_index=schedule.y_index[:steps],
+        reset=schedule.reset[:steps],
+        frames=schedule.frames[:steps],
+    )
+
+
+def bench_bare(args, device, data, steps: int) -> float:
+    """nn.LSTM + Linear on pre-cut (B, k1, D) chunks: forward, CE, backward, clip, Adam step."""
+    torch.manual_seed(0)
+    dim = data.features.shape[1]
+    lstm = torch.nn.LSTM(dim, args.hidden, args.layers, batch_first=True).to(device)
+    output = torch.nn.Linear(args.hidden, 61).to(device)
+    params = list(lstm.parameters()) + list(output.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    n = data.features.shape[0] - 1
+    chunk = args.streams * args.k1
+    xs = [
+        data.features[(i * chunk) % (n - chunk) :][:chunk].view(args.streams, args.k1, dim)
+        for i in range(64)
+    ]
+    ys = [
+        data.labels[(i * chunk) % (n - chunk) :][:chunk].view(args.streams, args.k1)
+        for i in range(64)
+    ]
+    state = None
+
+    def step(i):
+        nonlocal state
+        hidden, state = lstm(xs[i % 64], state)
+        state = (state[0].detach(), state[1].detach())
+        loss = F.cross_entropy(output(hidden).reshape(-1, 61), ys[i % 64].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(lstm.parameters()), 1.0)
+        optimizer.step()
+
+    for i in range(10):
+        step(i)
+    sync(device)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync(device)
+    return steps * chunk / (time.perf_counter() - start)
+
+
+def bench_naive(args, device, data, offsets, lengths, utterances: int) -> float:
+    """One utterance per update, whole-utterance BPTT: the loop people write first."""
+    torch.manual_seed(0)
+    model = PhoneLSTM(ModelConfig(data.features.shape[1], args.hidden, args.layers, 0.0)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    frames = 0
+    sync(device)
+    start = time.perf_counter()
+    for u in range(utterances):
+        o, t = int(offsets[u]), int(lengths[u])
+        logits, _ = model(data.features[o : o + t][None])
+        loss = F.cross_entropy(logits[0], data.labels[o : o + t])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        frames += t
+    sync(device)
+    return frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frames", type=int, default=200_000, help="frames in the timed epoch")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--streams", type=int, default=32)
+    parser.add_argument("--k1", type=int, default=20)
+    parser.add_argument("--k2", type=int, default=0)
+    parser.add_argument("--dim", type=int, default=39)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs; best of each")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    features, labels, offsets, lengths = synthetic_split(args.frames, args.dim)
+    data = SplitTensors.from_arrays(features, labels, device)
+    chunk = args.streams * args.k1
+    results = {"phonelabel": [], "bare": []}
+    for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
+        results["phonelabel"].append(bench_phonelabel(args, device, data, offsets, lengths))
+        results["bare"].append(bench_bare(args, device, data, max(args.frames // chunk, 20)))
+    naive = bench_naive(args, device, data, offsets, lengths, min(len(lengths), 200))
+    phonelabel, bare = max(results["phonelabel"]), max(results["bare"])
+    report = {
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "model": f"{args.layers}x{args.hidden}, input {args.dim}",
+        "streams": args.streams,
+        "k1": args.k1,
+        "k2": args.k2 or args.k1,
+        "frames_per_second": {
+            "phonelabel": round(phonelabel),
+            "bare_lstm": round(bare),
+            "one_utterance_per_update": round(naive),
+        },
+        "ratio_to_bare": round(phonelabel / bare, 3),
+        "speedup_over_naive": round(phonelabel / naive, 1),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
