@@ -224,7 +224,9 @@ class SplitTensors:
         return cls(
             torch.cat(
                 [
-                    torch.from_numpy(np.asarray(features, np.float32)),
+                    torch.from_numpy(
+                        np.array(features, np.float32)
+                    ),  # a copy: memmaps are read-only
                     torch.zeros(1, features.shape[1]),
                 ]
             ).to(device),

@@ -75,3 +75,37 @@ def make_tone_corpus(root: Path, speakers_per_part: int = 4, utterances: int = 6
 @pytest.fixture(scope="session")
 def tone_corpus(tmp_path_factory) -> Path:
     return make_tone_corpus(tmp_path_factory.mktemp("tone") / "corpus")
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """A tiny real corpus from festival + flite: 4 TRAIN + 4 TEST speakers x 3 utterances,
+    seed 0 (``synthesize(out, speakers=8, utterances_per_speaker=3, seed=0)``)."""
+    from phonelabel.corpus.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth") / "corpus"
+    synthesize(out, speakers=8, utterances_per_speaker=3, seed=0, jobs=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tone_store(tone_corpus, tmp_path_factory) -> Path:
+    """The tone corpus featurized (default MFCC config) into a feature store."""
+    from phonelabel.store import featurize
+
+    out = tmp_path_factory.mktemp("tone_store") / "features"
+    featurize(tone_corpus, out, jobs=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tone_model(tone_store, tmp_path_factory) -> Path:
+    """A small model dir trained with phonelabel.train on the tone corpus (seconds, CPU)."""
+    from phonelabel.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tone_model") / "model"
+    config = TrainConfig(
+        hidden=48, layers=1, k1=10, batch_streams=4, epochs=6, lr=0.01, seed=0, device="cpu"
+    )
+    train(tone_store, out, config)
+    return out

@@ -1,0 +1,171 @@
+"""`phonelabel train` end to end on a real (tone) feature store: learning, determinism,
+resume after kill -9, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from phonelabel.cli import app
+from phonelabel.modeldir import load_model
+
+runner = CliRunner()
+SMALL = ["--hidden", "32", "--layers", "1", "--k1", "10", "--batch-streams", "4", "--lr", "0.01"]
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(model_dir / "model.pt", weights_only=True)
+
+
+def history(model_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_learns_and_writes_a_complete_model_dir(tone_model):
+    records = history(tone_model)
+    for key in (
+        "epoch",
+        "train_loss",
+        "train_frames",
+        "train_seconds",
+        "dev_frame_accuracy_61",
+        "dev_frame_accuracy_39",
+        "clip_fraction",
+        "lr",
+    ):
+        assert key in records[0]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    best = max(r["dev_frame_accuracy_61"] for r in records)
+    assert best > 0.5  # 12 tone "phones": chance is ~1/12
+    trained = load_model(tone_model)
+    assert trained.model.config.hidden == 48
+    assert trained.feature.kind == "mfcc" and len(trained.stats["mean"]) == 39
+    assert (tone_model / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_gives_identical_weights(tone_store, tmp_path):
+    args = ["train", str(tone_store), *SMALL, "--epochs", "2", "--seed", "3", "--device", "cpu"]
+    for name in ("a", "b"):
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = runner.invoke(
+        app, [*args[:-4], "--seed", "4", "--device", "cpu", "--out", str(tmp_path / "c")]
+    )
+    assert other.exit_code == 0
+    assert not torch.equal(weights(tmp_path / "c")["output.weight"], a["output.weight"])
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_exactly(tone_store, tmp_path):
+    args = [*SMALL, "--epochs", "4", "--seed", "1", "--device", "cpu", "--checkpoint-seconds", "0"]
+    whole = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "whole"), *args])
+    assert whole.exit_code == 0, whole.output
+
+    killed = tmp_path / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "phonelabel.cli",
+        "train",
+        str(tone_store),
+        "--out",
+        str(killed),
+        *args,
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the second epoch, past a few mid-epoch checkpoints
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert len(history(killed)) < 4
+
+    resumed = runner.invoke(
+        app,
+        [
+            "train",
+            str(tone_store),
+            "--out",
+            str(killed),
+            "--resume",
+            "--epochs",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert resumed.exit_code == 0, resumed.output
+    a, b = weights(tmp_path / "whole"), weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    accuracies = lambda d: [r["dev_frame_accuracy_61"] for r in history(d)]  # noqa: E731
+    assert accuracies(killed) == accuracies(tmp_path / "whole")
+
+
+def test_existing_output_is_never_overwritten(tone_model, tone_store):
+    before = (tone_model / "model.pt").read_bytes()
+    result = runner.invoke(app, ["train", str(tone_store), "--out", str(tone_model), *SMALL])
+    assert result.exit_code == 2
+    assert "already exists" in result.output
+    assert (tone_model / "model.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--k1", "20", "--k2", "10"], "--k2 (10) must be >= --k1 (20)"),
+        (["--device", "cuda"], "CUDA"),
+        (["--optimizer", "rmsprop"], "unknown optimizer"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tone_store, tmp_path, extra, message):
+    if extra == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    result = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "m"), *extra])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "m" / "model.pt").exists()
+
+
+def test_not_a_store_is_refused(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_divergence_stops_with_a_clear_message(tone_store, tmp_path):
+    out = tmp_path / "m"
+    args = [
+        "train",
+        str(tone_store),
+        "--out",
+        str(out),
+        *SMALL[:-2],
+        "--epochs",
+        "2",
+        "--clip",
+        "0",
+    ]
+    result = runner.invoke(app, [*args, "--lr", "inf", "--optimizer", "sgd"])
+    assert result.exit_code == 2
+    assert "diverged" in result.output and "Traceback" not in result.output
+    if (out / "model.pt").exists():  # whatever was kept is a good (finite) model
+        assert all(torch.isfinite(t).all() for t in weights(out).values())
