@@ -1,0 +1,281 @@
+"""Scoring: frame accuracy (61/39), per-phone accuracy, confusion, PER, boundary P/R.
+
+Scoring convention (DESIGN.md §4, Lee & Hon 1989 as in Kaldi's TIMIT recipe):
+- Frames with no reference label (``NO_LABEL``: gaps between .PHN segments) are never scored.
+- 61 classes: a frame is correct when the arg-max phone equals the reference phone.
+- 39 classes: reference and prediction are folded (closures, epi, pau, h# -> one ``sil``
+  class, scored like any other). Frames whose *reference* is ``q`` are not scored. A frame
+  cannot be deleted from the hypothesis alone, so a ``q`` *predicted* on a scored frame
+  matches no 39-class phone and counts as an error; the 39x39 confusion matrix has no
+  column for it, so such frames are counted separately (``q_predicted``).
+- Phone strings (PER): fold each frame, drop ``q`` and unlabelled frames (from both the
+  reference and the hypothesis, as Kaldi deletes q), then collapse runs of identical
+  labels. PER = (substitutions + deletions + insertions) / reference length, summed over
+  utterances before dividing.
+- Boundaries: frame indices where the 61-class frame label changes (not the utterance's
+  own start and end), matched one-to-one within a tolerance.
+
+Every function works on class-index arrays: 61-class indices into ``PHONES_61`` and
+39-class indices into ``PHONES_39``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from phonelabel.features import NO_LABEL  # a frame in a gap between segments
+from phonelabel.phones import FOLD_INDEX, NUM_PHONES, PHONES_39
+
+NUM_PHONES_39 = len(PHONES_39)
+SCORING_CONVENTION = (
+    "framewise arg-max; 39 classes by Lee & Hon folding; q deleted (frames whose reference "
+    "is q are not scored, a predicted q is an error, q is removed from phone strings); "
+    "h#/pau/epi/closures folded to sil and scored; unlabelled frames not scored"
+)
+
+
+def confusion_61(reference: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(61, 61) int64 counts, row = reference phone, column = predicted phone.
+
+    ``reference`` and ``predicted`` are (T,) 61-class indices; reference frames equal to
+    NO_LABEL are skipped. Every frame metric below can be computed from this matrix, so
+    a split is scored by summing the matrices of its utterances.
+    """
+    reference = np.asarray(reference, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    if reference.shape != predicted.shape:
+        raise ValueError(f"reference {reference.shape} and prediction {predicted.shape} differ")
+    keep = reference != NO_LABEL
+    flat = reference[keep] * NUM_PHONES + predicted[keep]
+    return np.bincount(flat, minlength=NUM_PHONES * NUM_PHONES).reshape(NUM_PHONES, NUM_PHONES)
+
+
+@dataclass(frozen=True)
+class FoldedConfusion:
+    matrix: np.ndarray  # (39, 39) int64, row = folded reference, column = folded prediction
+    q_predicted: np.ndarray  # (39,) int64: frames of each reference class predicted as q
+
+    @property
+    def support(self) -> np.ndarray:
+        """(39,) frames scored per reference class (row sums plus q predictions)."""
+        return self.matrix.sum(axis=1) + self.q_predicted
+
+    @property
+    def frames(self) -> int:
+        return int(self.support.sum())
+
+    @property
+    def accuracy(self) -> float | None:
+        return _fraction(int(np.trace(self.matrix)), self.frames)
+
+
+def fold_confusion(confusion: np.ndarray) -> FoldedConfusion:
+    """Fold a (61, 61) confusion to 39 classes: rows of reference q dropped, q predictions
+    set aside (they are errors with no column of their own)."""
+    matrix = np.zeros((NUM_PHONES_39, NUM_PHONES_39), dtype=np.int64)
+    q_predicted = np.zeros(NUM_PHONES_39, dtype=np.int64)
+    for ref61 in range(NUM_PHONES):
+        row = FOLD_INDEX[ref61]
+        if row < 0:
+            continue
+        for hyp61 in range(NUM_PHONES):
+            column = FOLD_INDEX[hyp61]
+            if column < 0:
+                q_predicted[row] += confusion[ref61, hyp61]
+            else:
+                matrix[row, column] += confusion[ref61, hyp61]
+    return FoldedConfusion(matrix, q_predicted)
+
+
+def frame_accuracy(reference: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Fraction of labelled frames whose predicted 61-class phone is the reference's."""
+    confusion = confusion_61(reference, predicted)
+    return _fraction(int(np.trace(confusion)), int(confusion.sum()))
+
+
+def folded_frame_accuracy(reference: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Frame accuracy after folding both sides to 39 classes (reference q not scored)."""
+    return fold_confusion(confusion_61(reference, predicted)).accuracy
+
+
+def per_phone_accuracy(
+    confusion: np.ndarray, phones: Sequence[str], support: np.ndarray | None = None
+) -> dict[str, dict]:
+    """{phone: {"frames": support, "accuracy": fraction or None}} from a square confusion
+    (61x61 with PHONES_61, or a FoldedConfusion's matrix and support with PHONES_39)."""
+    if support is None:
+        support = confusion.sum(axis=1)
+    return {
+        phone: {
+            "frames": int(support[i]),
+            "accuracy": _fraction(int(confusion[i, i]), int(support[i])),
+        }
+        for i, phone in enumerate(phones)
+    }
+
+
+def most_confused(folded: FoldedConfusion, top: int = 10) -> list[dict]:
+    """The ``top`` largest off-diagonal cells of the 39x39 confusion, largest first:
+    {"reference", "predicted", "frames", "fraction"} (fraction of the reference's frames)."""
+    off = folded.matrix.copy()
+    np.fill_diagonal(off, 0)
+    support = folded.support
+    order = np.argsort(-off, axis=None, kind="stable")[:top]
+    pairs = []
+    for flat in order:
+        row, column = divmod(int(flat), NUM_PHONES_39)
+        if off[row, column] == 0:
+            break
+        pairs.append(
+            {
+                "reference": PHONES_39[row],
+                "predicted": PHONES_39[column],
+                "frames": int(off[row, column]),
+                "fraction": _fraction(int(off[row, column]), int(support[row])),
+            }
+        )
+    return pairs
+
+
+@dataclass(frozen=True)
+class EditCounts:
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    reference_length: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def error_rate(self) -> float | None:
+        return _fraction(self.errors, self.reference_length)
+
+    def __add__(self, other: EditCounts) -> EditCounts:
+        return EditCounts(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.reference_length + other.reference_length,
+        )
+
+
+def align(reference: Sequence, hypothesis: Sequence) -> EditCounts:
+    """Levenshtein alignment of two symbol sequences, counting S, D and I.
+
+    Minimises S + D + I (all cost 1). Among alignments of equal cost the backtrace
+    prefers match/substitution, then deletion, then insertion (as sclite does), which
+    fixes how a given total splits into S, D and I.
+    """
+    n, m = len(reference), len(hypothesis)
+    cost = np.zeros((n + 1, m + 1), dtype=np.int64)  # cost[i, j]: reference[:i] vs hyp[:j]
+    cost[:, 0] = np.arange(n + 1)
+    cost[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            diagonal = cost[i - 1, j - 1] + (reference[i - 1] != hypothesis[j - 1])
+            cost[i, j] = min(diagonal, cost[i - 1, j] + 1, cost[i, j - 1] + 1)
+    substitutions = deletions = insertions = 0
+    i, j = n, m
+    while i > 0 or j > 0:
+        if i > 0 and j > 0:
+            mismatch = reference[i - 1] != hypothesis[j - 1]
+            if cost[i, j] == cost[i - 1, j - 1] + mismatch:
+                substitutions += int(mismatch)
+                i, j = i - 1, j - 1
+                continue
+        if i > 0 and cost[i, j] == cost[i - 1, j] + 1:
+            deletions += 1
+            i -= 1
+        else:
+            insertions += 1
+            j -= 1
+    return EditCounts(substitutions, deletions, insertions, n)
+
+
+def phone_string(frames: np.ndarray) -> list[int]:
+    """(T,) 61-class frame labels -> 39-class phone string: fold, drop q and unlabelled
+    frames, collapse runs of identical labels."""
+    frames = np.asarray(frames, dtype=np.int64)
+    frames = frames[frames != NO_LABEL]
+    folded = FOLD_INDEX[frames]
+    folded = folded[folded >= 0]
+    if len(folded) == 0:
+        return []
+    keep = np.concatenate([[True], folded[1:] != folded[:-1]])
+    return folded[keep].tolist()
+
+
+def phone_errors(reference: np.ndarray, hypothesis: np.ndarray) -> EditCounts:
+    """Edit counts between the phone strings of two (T,) 61-class frame sequences."""
+    return align(phone_string(reference), phone_string(hypothesis))
+
+
+def boundaries(frames: np.ndarray) -> np.ndarray:
+    """(B,) frame indices t where label[t] != label[t - 1]: the segment boundaries."""
+    frames = np.asarray(frames)
+    return np.flatnonzero(frames[1:] != frames[:-1]) + 1
+
+
+@dataclass(frozen=True)
+class BoundaryCounts:
+    matched: int = 0
+    reference: int = 0
+    hypothesis: int = 0
+
+    @property
+    def precision(self) -> float | None:
+        return _fraction(self.matched, self.hypothesis)
+
+    @property
+    def recall(self) -> float | None:
+        return _fraction(self.matched, self.reference)
+
+    @property
+    def f1(self) -> float | None:
+        total = self.reference + self.hypothesis
+        return _fraction(2 * self.matched, total)
+
+    def __add__(self, other: BoundaryCounts) -> BoundaryCounts:
+        return BoundaryCounts(
+            self.matched + other.matched,
+            self.reference + other.reference,
+            self.hypothesis + other.hypothesis,
+        )
+
+
+def match_boundaries(
+    reference: np.ndarray, hypothesis: np.ndarray, tolerance: int
+) -> BoundaryCounts:
+    """One-to-one matching of sorted boundary positions within ``tolerance`` frames.
+
+    The two-pointer sweep pairs each boundary with the earliest unmatched one within
+    reach; on a line with a symmetric tolerance this gives the largest possible matching.
+    """
+    matched = i = j = 0
+    while i < len(reference) and j < len(hypothesis):
+        if hypothesis[j] < reference[i] - tolerance:
+            j += 1
+        elif hypothesis[j] > reference[i] + tolerance:
+            i += 1
+        else:
+            matched += 1
+            i += 1
+            j += 1
+    return BoundaryCounts(matched, len(reference), len(hypothesis))
+
+
+def boundary_counts(
+    reference: np.ndarray, hypothesis: np.ndarray, tolerance: int
+) -> BoundaryCounts:
+    """Boundary matches between two (T,) frame-label sequences within ``tolerance`` frames."""
+    return match_boundaries(boundaries(reference), boundaries(hypothesis), tolerance)
+
+
+def _fraction(numerator: int, denominator: int) -> float | None:
+    """numerator / denominator, or None when nothing was counted (never a fake 0 or 1)."""
+    return numerator / denominator if denominator else None

@@ -1,0 +1,199 @@
+"""Metric functions on hand-made sequences whose answers are worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phonelabel.metrics import (
+    NO_LABEL,
+    EditCounts,
+    align,
+    boundaries,
+    boundary_counts,
+    confusion_61,
+    fold_confusion,
+    folded_frame_accuracy,
+    frame_accuracy,
+    match_boundaries,
+    most_confused,
+    per_phone_accuracy,
+    phone_errors,
+    phone_string,
+)
+from phonelabel.phones import PHONE_INDEX, PHONE_INDEX_39, PHONES_39, PHONES_61
+
+
+def ids(text: str) -> np.ndarray:
+    """'aa aa q' -> 61-class indices; '-' is an unlabelled frame."""
+    return np.array([NO_LABEL if p == "-" else PHONE_INDEX[p] for p in text.split()])
+
+
+def ids39(text: str) -> list[int]:
+    return [PHONE_INDEX_39[p] for p in text.split()]
+
+
+def test_frame_accuracy_counts_exact_61_class_matches():
+    reference = ids("aa aa ao ix s s")
+    predicted = ids("aa ao ao ih s z")
+    assert frame_accuracy(reference, predicted) == pytest.approx(3 / 6)
+
+
+def test_folded_accuracy_forgives_within_class_confusions():
+    # ao->aa and ix->ih fold together; s/z do not.
+    reference = ids("aa aa ao ix s s")
+    predicted = ids("aa ao ao ih s z")
+    assert folded_frame_accuracy(reference, predicted) == pytest.approx(5 / 6)
+
+
+def test_silences_fold_to_one_scored_class():
+    reference = ids("h# pau bcl epi tcl s")
+    predicted = ids("pau h# h# kcl s s")
+    # 4 sil frames predicted as another sil phone are right at 39 classes; tcl->s is wrong.
+    assert folded_frame_accuracy(reference, predicted) == pytest.approx(5 / 6)
+    assert frame_accuracy(reference, predicted) == pytest.approx(1 / 6)
+
+
+def test_reference_q_frames_are_not_scored_at_39_classes():
+    reference = ids("q q aa aa")
+    predicted = ids("s aa aa s")
+    assert folded_frame_accuracy(reference, predicted) == pytest.approx(1 / 2)
+    assert frame_accuracy(reference, predicted) == pytest.approx(1 / 4)  # 61 classes: scored
+
+
+def test_predicted_q_on_a_scored_frame_is_an_error():
+    reference = ids("aa aa q")
+    predicted = ids("q aa q")
+    folded = fold_confusion(confusion_61(reference, predicted))
+    assert folded.frames == 2
+    assert folded.accuracy == pytest.approx(1 / 2)
+    assert folded.q_predicted[PHONE_INDEX_39["aa"]] == 1
+    assert folded.matrix.sum() == 1  # the q prediction has no column
+
+
+def test_unlabelled_frames_are_never_scored():
+    reference = ids("- aa - s")
+    predicted = ids("s aa s z")
+    assert frame_accuracy(reference, predicted) == pytest.approx(1 / 2)
+    assert confusion_61(reference, predicted).sum() == 2
+
+
+def test_accuracy_of_nothing_is_none_not_zero():
+    assert frame_accuracy(ids("- -"), ids("aa aa")) is None
+    assert folded_frame_accuracy(ids("q"), ids("aa")) is None
+
+
+def test_confusion_39_rows_reference_columns_prediction():
+    folded = fold_confusion(confusion_61(ids("s s s z ao"), ids("s z z z aa")))
+    s, z, aa = PHONE_INDEX_39["s"], PHONE_INDEX_39["z"], PHONE_INDEX_39["aa"]
+    assert folded.matrix[s, s] == 1 and folded.matrix[s, z] == 2
+    assert folded.matrix[z, z] == 1 and folded.matrix[aa, aa] == 1
+    assert folded.matrix.shape == (39, 39) and folded.frames == 5
+
+
+def test_per_phone_accuracy_and_support():
+    confusion = confusion_61(ids("s s s z"), ids("s z z z"))
+    table = per_phone_accuracy(confusion, PHONES_61)
+    assert table["s"] == {"frames": 3, "accuracy": pytest.approx(1 / 3)}
+    assert table["z"] == {"frames": 1, "accuracy": 1.0}
+    assert table["aa"] == {"frames": 0, "accuracy": None}
+    folded = fold_confusion(confusion_61(ids("aa aa"), ids("q aa")))
+    table39 = per_phone_accuracy(folded.matrix, PHONES_39, folded.support)
+    assert table39["aa"] == {"frames": 2, "accuracy": 0.5}
+
+
+def test_most_confused_pairs_largest_first():
+    folded = fold_confusion(confusion_61(ids("s s s z m m n"), ids("z z s s n n n")))
+    pairs = most_confused(folded, top=5)
+    assert [(p["reference"], p["predicted"], p["frames"]) for p in pairs] == [
+        ("m", "n", 2),
+        ("s", "z", 2),
+        ("z", "s", 1),
+    ]
+    assert pairs[1]["fraction"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("reference", "hypothesis", "expected"),
+    [
+        ("a b c", "a b c", EditCounts(0, 0, 0, 3)),
+        ("a b c", "a x c", EditCounts(1, 0, 0, 3)),
+        ("a b c", "a c", EditCounts(0, 1, 0, 3)),
+        ("a b c", "a b y c", EditCounts(0, 0, 1, 3)),
+        ("", "a b", EditCounts(0, 0, 2, 0)),
+        ("a b", "", EditCounts(0, 2, 0, 2)),
+        # kitten -> sitting: the textbook distance 3 (2 substitutions, 1 insertion)
+        ("k i t t e n", "s i t t i n g", EditCounts(2, 0, 1, 6)),
+        # equal-cost alignments: substitution preferred over a deletion + insertion pair
+        ("a b", "b c", EditCounts(2, 0, 0, 2)),
+    ],
+)
+def test_align_counts_substitutions_deletions_insertions(reference, hypothesis, expected):
+    assert align(reference.split(), hypothesis.split()) == expected
+
+
+def test_align_distance_is_minimal_on_random_strings():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = list(rng.integers(0, 3, rng.integers(0, 8)))
+        b = list(rng.integers(0, 3, rng.integers(0, 8)))
+        counts = align(a, b)
+        assert counts.errors == _brute_distance(tuple(a), tuple(b))
+        # every reference symbol is matched, substituted or deleted; likewise hypothesis
+        assert len(b) - counts.insertions == len(a) - counts.deletions
+
+
+def _brute_distance(a: tuple, b: tuple) -> int:
+    if not a or not b:
+        return len(a) + len(b)
+    return min(
+        _brute_distance(a[1:], b[1:]) + (a[0] != b[0]),
+        _brute_distance(a[1:], b) + 1,
+        _brute_distance(a, b[1:]) + 1,
+    )
+
+
+def test_phone_string_folds_drops_q_and_collapses_runs():
+    frames = ids("h# h# pau bcl b q aa ao ao - ix ih s s h#")
+    # h# pau bcl -> one sil; q dropped so b stays one phone; aa ao -> aa; gap ignored.
+    assert phone_string(frames) == ids39("sil b aa ih s sil")
+    assert phone_string(ids("q q")) == []
+
+
+def test_q_removed_before_collapsing_merges_its_neighbours():
+    assert phone_string(ids("aa q aa")) == ids39("aa")
+
+
+def test_phone_errors_over_frame_sequences():
+    reference = ids("h# s s iy iy t h#")
+    hypothesis = ids("h# z s s iy iy h#")  # z inserted before s; t deleted
+    counts = phone_errors(reference, hypothesis)
+    assert counts == EditCounts(0, 1, 1, 5)
+    assert counts.error_rate == pytest.approx(2 / 5)
+
+
+def test_edit_counts_add_up_over_utterances():
+    total = EditCounts(1, 0, 2, 10) + EditCounts(0, 3, 0, 5)
+    assert total == EditCounts(1, 3, 2, 15)
+    assert total.error_rate == pytest.approx(6 / 15)
+
+
+def test_boundaries_are_label_changes_not_the_ends():
+    assert boundaries(ids("aa aa s s s aa")).tolist() == [2, 5]
+    assert boundaries(ids("aa aa")).tolist() == []
+
+
+def test_boundaries_match_one_to_one_within_tolerance():
+    counts = match_boundaries(np.array([10, 20, 30]), np.array([12, 13, 31, 50]), tolerance=2)
+    # 12 matches 10; 13 cannot take 10 again and is 7 from 20; 31 matches 30.
+    assert (counts.matched, counts.reference, counts.hypothesis) == (2, 3, 4)
+    assert counts.precision == pytest.approx(2 / 4)
+    assert counts.recall == pytest.approx(2 / 3)
+    assert counts.f1 == pytest.approx(4 / 7)
+
+
+def test_boundary_counts_on_frame_labels():
+    reference = ids("aa aa aa s s s s m m m")  # boundaries 3, 7
+    hypothesis = ids("aa s s s s s s s s m")  # boundaries 1, 9: 2 and 2 frames off
+    assert boundary_counts(reference, hypothesis, tolerance=2).matched == 2
+    assert boundary_counts(reference, hypothesis, tolerance=1).matched == 0
