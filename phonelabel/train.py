@@ -37,7 +37,7 @@ from phonelabel.modeldir import (
     save_model,
     save_state_dict,
 )
-from phonelabel.phones import FOLD_INDEX, NUM_PHONES
+from phonelabel.phones import NUM_PHONES
 
 CHECKPOINT = "checkpoint.pt"  # last state for --resume (model.pt is the best one)
 METRICS = "metrics.jsonl"
@@ -334,29 +334,26 @@ def make_optimizer(model: PhoneLSTM, config: TrainConfig) -> torch.optim.Optimiz
 
 @torch.no_grad()
 def frame_accuracies(model: PhoneLSTM, split, device: torch.device, batch: int = 64) -> dict:
-    """Frame accuracy (61 and folded 39 classes) of whole utterances from a zero state."""
+    """Frame accuracy (61 and folded 39 classes) of whole utterances from a zero state,
+    scored exactly as ``phonelabel evaluate`` scores them."""
+    from phonelabel.metrics import confusion_61, fold_confusion
+
     model.eval()
     order = sorted(range(len(split.utterances)), key=lambda i: split.utterances[i].frames)
-    correct61 = correct39 = scored61 = scored39 = 0
+    confusion = np.zeros((NUM_PHONES, NUM_PHONES), dtype=np.int64)
     for i in range(0, len(order), batch):
         chosen = order[i : i + batch]
         inputs = [
-            torch.from_numpy(np.asarray(split.utterance_features(u))).to(device) for u in chosen
+            torch.from_numpy(np.array(split.utterance_features(u))).to(device) for u in chosen
         ]
         for u, log_posteriors in zip(chosen, utterance_log_posteriors(model, inputs), strict=True):
-            labels = np.asarray(split.utterance_labels(u)).astype(np.int64)
             predicted = log_posteriors.argmax(-1).cpu().numpy()
-            scored = labels != NO_LABEL
-            correct61 += int((predicted[scored] == labels[scored]).sum())
-            scored61 += int(scored.sum())
-            reference39, predicted39 = FOLD_INDEX[labels[scored]], FOLD_INDEX[predicted[scored]]
-            counted = reference39 >= 0  # q frames are not scored
-            correct39 += int((predicted39[counted] == reference39[counted]).sum())
-            scored39 += int(counted.sum())
+            confusion += confusion_61(split.utterance_labels(u), predicted)
+    scored = int(confusion.sum())
     return {
-        "frame_accuracy_61": correct61 / max(scored61, 1),
-        "frame_accuracy_39": correct39 / max(scored39, 1),
-        "frames": scored61,
+        "frame_accuracy_61": float(np.trace(confusion)) / max(scored, 1),
+        "frame_accuracy_39": fold_confusion(confusion).accuracy or 0.0,
+        "frames": scored,
     }
 
 
