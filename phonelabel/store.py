@@ -1,0 +1,504 @@
+"""The on-disk feature store (DESIGN.md §3b): write it from a corpus, memory-map it back.
+
+    OUT/store.json               config, normalisation stats, phones, corpus, counts, fingerprint
+    OUT/<split>/features.npy     (N, D) float32, normalised, utterances end to end
+    OUT/<split>/labels.npy       (N,) uint8 61-class index (NO_LABEL between segments)
+    OUT/<split>/utterances.tsv   utt_id speaker offset frames path
+
+Worker processes turn utterances into raw features and frame labels; the parent appends
+them to a raw file per split, takes the normalisation statistics from the train split,
+then writes each split normalised (per speaker or globally) into a temp dir that is
+renamed into place, so an interrupted run leaves the previous store (or nothing) behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from phonelabel import __version__
+from phonelabel.audio import read_audio
+from phonelabel.corpus.timit import SPLITS, Utterance, assign_splits, find_utterances, read_phn
+from phonelabel.errors import PhonelabelError
+from phonelabel.features import (
+    NO_LABEL,
+    FeatureConfig,
+    compute_features,
+    frame_count,
+    frame_labels,
+    global_stats,
+    normalize,
+    speaker_stats,
+)
+from phonelabel.fileio import atomic_dir, write_json, write_text
+from phonelabel.phones import PHONES_61
+
+STORE_FILE = "store.json"
+FORMAT = "phonelabel-feature-store"
+STORE_VERSION = 1
+TSV_HEADER = ("utt_id", "speaker", "offset", "frames", "path")
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredUtterance:
+    utt_id: str
+    speaker: str
+    offset: int  # first frame in the split's arrays
+    frames: int
+    path: str  # the audio file it came from
+
+
+@dataclass
+class SplitData:
+    name: str
+    features: np.ndarray  # (N, D) float32 memmap, already normalised
+    labels: np.ndarray  # (N,) uint8 memmap
+    utterances: list[StoredUtterance]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.labels)
+
+    def utterance_features(self, i: int) -> np.ndarray:
+        u = self.utterances[i]
+        return self.features[u.offset : u.offset + u.frames]  # (frames, D)
+
+    def utterance_labels(self, i: int) -> np.ndarray:
+        u = self.utterances[i]
+        return self.labels[u.offset : u.offset + u.frames]  # (frames,)
+
+
+@dataclass
+class FeatureStore:
+    path: Path
+    config: FeatureConfig
+    stats: dict[str, Any]  # global "mean"/"std"/"frames" of the raw train features
+    split_names: list[str]
+    info: dict[str, Any]  # the whole store.json
+
+    def split(self, name: str) -> SplitData:
+        if name not in self.split_names:
+            raise PhonelabelError(
+                f"{self.path}: no split {name!r} (has {', '.join(self.split_names)})"
+            )
+        directory = self.path / name
+        try:
+            features = np.load(directory / "features.npy", mmap_mode="r")
+            labels = np.load(directory / "labels.npy", mmap_mode="r")
+            utterances = _read_tsv(directory / "utterances.tsv")
+        except (OSError, ValueError) as error:
+            raise PhonelabelError(f"{directory}: unreadable split ({error})") from None
+        frames = sum(u.frames for u in utterances)
+        if (
+            features.ndim != 2
+            or features.shape != (frames, self.config.dim)
+            or labels.shape != (frames,)
+        ):
+            raise PhonelabelError(
+                f"{directory}: features {features.shape}, labels {labels.shape} and "
+                f"utterances.tsv ({frames} frames, dim {self.config.dim}) disagree;"
+                " re-run featurize --force"
+            )
+        return SplitData(name, features, labels, utterances)
+
+
+def _read_tsv(path: Path) -> list[StoredUtterance]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or tuple(lines[0].split("\t")) != TSV_HEADER:
+        raise ValueError(f"{path.name} lacks the header {' '.join(TSV_HEADER)}")
+    utterances = []
+    for line in lines[1:]:
+        utt_id, speaker, offset, frames, audio = line.split("\t")
+        utterances.append(StoredUtterance(utt_id, speaker, int(offset), int(frames), audio))
+    return utterances
+
+
+def _read_store_json(path: Path) -> dict[str, Any] | None:
+    """store.json's content, None when there is none; PhonelabelError when it is not ours."""
+    file = path / STORE_FILE
+    if not file.is_file():
+        return None
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise PhonelabelError(f"{file}: not a phonelabel feature store ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise PhonelabelError(f"{file}: not a phonelabel feature store")
+    return info
+
+
+def open_store(path: str | Path) -> FeatureStore:
+    """Open a store written by ``featurize``; its splits are memory-mapped on ``split()``."""
+    path = Path(path)
+    info = _read_store_json(path)
+    if info is None:
+        raise PhonelabelError(f"{path}: not a feature store (no {STORE_FILE}); run featurize")
+    if info.get("version") != STORE_VERSION:
+        raise PhonelabelError(
+            f"{path}: store version {info.get('version')}, this phonelabel reads {STORE_VERSION};"
+            " re-run featurize --force"
+        )
+    if info.get("state") != "complete":
+        raise PhonelabelError(f"{path}: incomplete store (interrupted featurize); run it again")
+    return FeatureStore(
+        path=path,
+        config=FeatureConfig.from_dict(info["feature"]),
+        stats=info["stats"],
+        split_names=list(info["splits"]),
+        info=info,
+    )
+
+
+# --- reports ----------------------------------------------------------------------------
+
+
+@dataclass
+class SplitReport:
+    name: str
+    speakers: int = 0
+    utterances: int = 0
+    frames: int = 0
+    unlabelled_frames: int = 0  # centre between segments: NO_LABEL
+    seconds: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (utt_id, reason)
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SplitReport:
+        data = dict(data)
+        data["skipped"] = [tuple(item) for item in data.get("skipped", [])]
+        return cls(**data)
+
+
+@dataclass
+class FeaturizeReport:
+    corpus: Path
+    out: Path
+    config: FeatureConfig
+    splits: dict[str, SplitReport]
+    resampled: int = 0  # utterances whose audio was not at 16 kHz
+    downmixed: int = 0  # utterances whose audio had more than one channel
+    excluded: int = 0  # found in the corpus but in no split (SA sentences, off-list speakers)
+    noop: bool = False  # the store was already up to date
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [item for split in self.splits.values() for item in split.skipped]
+
+
+# --- one utterance (runs in worker processes) -------------------------------------------
+
+
+@dataclass
+class _Result:
+    features: np.ndarray | None = None  # (T, D) float32 raw
+    labels: np.ndarray | None = None  # (T,) uint8
+    seconds: float = 0.0
+    reason: str | None = None  # why it was skipped
+    resampled: bool = False
+    downmixed: bool = False
+
+
+def featurize_utterance(audio_path: Path, phn_path: Path | None, config: FeatureConfig) -> _Result:
+    """Raw features and frame labels of one utterance, or the reason it cannot be used."""
+    try:
+        audio = read_audio(audio_path, config.sample_rate)
+        resampled = audio.source_rate != config.sample_rate
+        result = _Result(
+            seconds=audio.seconds, resampled=resampled, downmixed=audio.source_channels != 1
+        )
+        num_frames = frame_count(len(audio.samples), config)
+        if num_frames == 0:
+            raise PhonelabelError(
+                f"{audio_path}: audio shorter than one window"
+                f" ({len(audio.samples)} < {config.win_length} samples)"
+            )
+        if phn_path is None:
+            raise PhonelabelError(f"{audio_path}: no .PHN file beside it")
+        # .PHN sample numbers count samples at the file's own rate
+        source_samples = soundfile.info(str(audio_path)).frames if resampled else len(audio.samples)
+        segments = read_phn(phn_path, num_samples=source_samples, rate=audio.source_rate)
+        features = compute_features(audio.samples, config)
+        if not np.all(np.isfinite(features)):
+            raise PhonelabelError(
+                f"{audio_path}: features hold NaN or infinite values (audio out of range?)"
+            )
+    except PhonelabelError as error:
+        return _Result(reason=str(error))
+    result.features = features
+    result.labels = frame_labels(segments, num_frames, config)
+    return result
+
+
+def _featurize_chunk(args: tuple[list[tuple[str, str | None]], dict[str, Any]]) -> list[_Result]:
+    """Top-level (picklable) worker entry: a chunk of (audio, phn) paths."""
+    items, config_dict = args
+    config = FeatureConfig.from_dict(config_dict)
+    return [
+        featurize_utterance(Path(audio), Path(phn) if phn else None, config) for audio, phn in items
+    ]
+
+
+def _results(
+    utterances: list[Utterance], config: FeatureConfig, jobs: int
+) -> Iterator[list[_Result]]:
+    """Results chunk by chunk, in utterance order; spawn-safe worker pool when jobs > 1."""
+    items = [(str(u.audio), str(u.phn) if u.phn else None) for u in utterances]
+    size = max(1, min(32, len(items) // (4 * jobs)))
+    chunks = [(items[i : i + size], config.to_dict()) for i in range(0, len(items), size)]
+    if jobs == 1 or len(chunks) <= 1:
+        yield from map(_featurize_chunk, chunks)
+        return
+    # spawn: no fork of a parent that may hold torch/OpenMP threads; the workers import
+    # only numpy and soundfile (features.py needs no librosa), so they start quickly.
+    # ProcessPoolExecutor, unlike Pool, fails (BrokenProcessPool) if a worker dies.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(chunks)), mp_context=context) as pool:
+        try:
+            yield from pool.map(_featurize_chunk, chunks)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+class _SplitWriter:
+    """Appends one split's raw features to a temp file; then writes it normalised."""
+
+    def __init__(self, name: str, directory: Path, dim: int):
+        self.report = SplitReport(name)
+        self.directory = directory
+        self.dim = dim
+        self.raw_path = directory / "raw.f32"
+        self.raw = open(self.raw_path, "wb")  # closed in finish(), or by featurize on an error
+        self.labels: list[np.ndarray] = []
+        self.rows: list[StoredUtterance] = []
+        self.frames = 0
+
+    def add(self, utt: Utterance, result: _Result) -> None:
+        assert result.features is not None and result.labels is not None
+        result.features.astype(np.float32, copy=False).tofile(self.raw)
+        self.labels.append(result.labels)
+        count = len(result.labels)
+        self.rows.append(
+            StoredUtterance(utt.utt_id, utt.speaker, self.frames, count, str(utt.audio))
+        )
+        self.frames += count
+        self.report.utterances += 1
+        self.report.seconds += result.seconds
+        self.report.unlabelled_frames += int(np.count_nonzero(result.labels == NO_LABEL))
+
+    def raw_features(self) -> np.ndarray:
+        self.raw.flush()
+        if self.frames == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.memmap(self.raw_path, dtype=np.float32, mode="r", shape=(self.frames, self.dim))
+
+    def finish(self, config: FeatureConfig, stats: dict[str, Any]) -> SplitReport:
+        """Write features.npy (normalised), labels.npy, utterances.tsv; drop the raw file."""
+        raw = self.raw_features()
+        features = np.lib.format.open_memmap(
+            self.directory / "features.npy", mode="w+", dtype=np.float32, shape=raw.shape
+        )
+        if config.normalization == "speaker":
+            by_speaker: dict[str, list[StoredUtterance]] = {}
+            for row in self.rows:
+                by_speaker.setdefault(row.speaker, []).append(row)
+            for rows in by_speaker.values():
+                spans = [slice(r.offset, r.offset + r.frames) for r in rows]
+                mean, std = speaker_stats(np.concatenate([raw[s] for s in spans]), stats)
+                for span in spans:
+                    features[span] = normalize(raw[span], mean, std)
+        else:
+            for start in range(0, len(raw), 65536):
+                span = slice(start, start + 65536)
+                features[span] = normalize(raw[span], stats["mean"], stats["std"])
+        features.flush()
+        del features, raw
+        self.raw.close()
+        self.raw_path.unlink()
+        labels = np.concatenate(self.labels) if self.labels else np.zeros(0, dtype=np.uint8)
+        np.save(self.directory / "labels.npy", labels.astype(np.uint8))
+        lines = ["\t".join(TSV_HEADER)] + [
+            f"{r.utt_id}\t{r.speaker}\t{r.offset}\t{r.frames}\t{r.path}" for r in self.rows
+        ]
+        write_text(self.directory / "utterances.tsv", "\n".join(lines) + "\n")
+        self.report.frames = self.frames
+        self.report.speakers = len({r.speaker for r in self.rows})
+        return self.report
+
+
+def _is_leftover(name: str) -> bool:
+    """Temp files/dirs of an interrupted featurize (fileio's ``.<name>.*.tmp``, ``.<name>.old``)."""
+    targets = (*SPLITS, STORE_FILE)
+    return any(name.startswith(f".{t}.") and name.endswith((".tmp", ".old")) for t in targets)
+
+
+def _check_out(out: Path) -> dict[str, Any] | None:
+    """Refuse an OUT that is a file or a non-empty dir that is not a store; tidy leftovers."""
+    if out.exists() and not out.is_dir():
+        raise PhonelabelError(f"{out}: exists and is not a directory")
+    if not out.is_dir():
+        return None
+    info = _read_store_json(out)
+    entries = [p for p in out.iterdir() if not _is_leftover(p.name)]
+    if info is None and entries:
+        raise PhonelabelError(
+            f"{out}: exists, is not empty and is not a feature store (no {STORE_FILE});"
+            " refusing to write into it"
+        )
+    for leftover in out.iterdir():
+        if _is_leftover(leftover.name):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    return info
+
+
+def _fingerprint(
+    corpus: Path, utterances: list[Utterance], config: FeatureConfig, include_sa: bool
+) -> str:
+    """Hash of every input file's path, size and mtime, plus the config: equal = no-op."""
+    files = []
+    for u in utterances:
+        for path in (u.audio, u.phn):
+            if path is not None:
+                stat = path.stat()
+                files.append([str(path.relative_to(corpus)), stat.st_size, stat.st_mtime_ns])
+    blob = json.dumps(
+        {
+            "version": STORE_VERSION,
+            "corpus": str(corpus),
+            "config": config.to_dict(),
+            "include_sa": include_sa,
+            "files": files,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _noop_report(
+    info: dict[str, Any], corpus: Path, out: Path, config: FeatureConfig
+) -> FeaturizeReport:
+    return FeaturizeReport(
+        corpus=corpus,
+        out=out,
+        config=config,
+        splits={name: SplitReport.from_dict(data) for name, data in info["splits"].items()},
+        resampled=info.get("resampled", 0),
+        downmixed=info.get("downmixed", 0),
+        excluded=info.get("excluded", 0),
+        noop=True,
+    )
+
+
+def featurize(
+    corpus: str | Path,
+    out: str | Path,
+    config: FeatureConfig = FeatureConfig(),
+    jobs: int | None = None,
+    force: bool = False,
+    strict: bool = False,
+    include_sa: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> FeaturizeReport:
+    """Featurize a TIMIT-layout corpus into a feature store at ``out`` (DESIGN.md §3b).
+
+    A bad utterance (unreadable/short audio, missing or bad .PHN, non-finite features) is
+    skipped and reported with its reason; ``strict`` makes the first one fatal. A re-run on
+    an unchanged corpus with the same config returns at once (``noop``) unless ``force``.
+    """
+    corpus, out = Path(corpus).resolve(), Path(out)
+    previous = _check_out(out)
+    found = find_utterances(corpus)
+    splits = assign_splits(found, include_sa=include_sa)
+    work = [(name, u) for name in SPLITS for u in splits[name]]
+    utterances = [u for _, u in work]
+    fingerprint = _fingerprint(corpus, utterances, config, include_sa)
+    if (
+        not force
+        and previous is not None
+        and previous.get("state") == "complete"
+        and previous.get("fingerprint") == fingerprint
+        and all((out / name / "features.npy").is_file() for name in previous["splits"])
+    ):
+        return _noop_report(previous, corpus, out, config)
+    if not work:
+        raise PhonelabelError(f"{corpus}: no utterance falls in any split (train/dev/test)")
+    jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+
+    report = FeaturizeReport(corpus, out, config, {}, excluded=len(found) - len(work))
+    with ExitStack() as stack:
+        writers = {
+            name: _SplitWriter(name, stack.enter_context(atomic_dir(out / name)), config.dim)
+            for name in SPLITS
+        }
+        for writer in writers.values():
+            stack.callback(writer.raw.close)
+        chunks = _results(utterances, config, jobs)
+        stack.callback(chunks.close)  # stops the worker pool at once on an error
+        done = 0
+        results = (result for chunk in chunks for result in chunk)
+        for (name, utt), result in zip(work, results, strict=True):
+            done += 1
+            if result.reason is not None:
+                if strict:
+                    raise PhonelabelError(f"{utt.utt_id}: {result.reason}")
+                writers[name].report.skipped.append((utt.utt_id, result.reason))
+            else:
+                writers[name].add(utt, result)
+                report.resampled += result.resampled
+                report.downmixed += result.downmixed
+            if on_progress is not None:
+                on_progress(done, len(work))
+        # statistics from the training split; a corpus without one falls back to all frames
+        stats_split = "train" if writers["train"].frames else "all"
+        if writers["train"].frames:
+            stats = global_stats(writers["train"].raw_features())
+        else:
+            raws = [w.raw_features() for w in writers.values() if w.frames]
+            if not raws:
+                raise PhonelabelError(f"{corpus}: no utterance could be featurized")
+            stats = global_stats(np.concatenate(raws))
+        report.splits = {name: w.finish(config, stats) for name, w in writers.items()}
+        info = {
+            "format": FORMAT,
+            "version": STORE_VERSION,
+            "phonelabel": __version__,
+            "state": "writing",
+            "corpus": str(corpus),
+            "include_sa": include_sa,
+            "fingerprint": fingerprint,
+            "feature": config.to_dict(),
+            "dim": config.dim,
+            "stats": stats,
+            "stats_split": stats_split,
+            "phones": list(PHONES_61),
+            "no_label": NO_LABEL,
+            "splits": {name: asdict(r) for name, r in report.splits.items()},
+            "resampled": report.resampled,
+            "downmixed": report.downmixed,
+            "excluded": report.excluded,
+        }
+        # mark the store as being rewritten while the split dirs are renamed into place
+        write_json(out / STORE_FILE, info)
+    write_json(out / STORE_FILE, {**info, "state": "complete"})
+    return report

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import json
+
+import librosa
+import numpy as np
+import pytest
+from conftest import tone_utterance
+
+from phonelabel.corpus.timit import Segment
+from phonelabel.errors import PhonelabelError
+from phonelabel.features import (
+    NO_LABEL,
+    FeatureConfig,
+    compute_features,
+    compute_features_reference,
+    featurize_audio,
+    frame_count,
+    frame_labels,
+    global_stats,
+    mel_filterbank,
+    normalize,
+    normalize_recording,
+    speaker_stats,
+)
+from phonelabel.phones import PHONE_INDEX
+
+RATE = 16000
+MFCC = FeatureConfig()
+FBANK = FeatureConfig(kind="fbank")
+
+
+def _signals() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    tone, _ = tone_utterance(rng)
+    t = np.arange(12345) / RATE
+    chirp = (0.5 * np.sin(2 * np.pi * (100 + 3000 * t) * t)).astype(np.float32)
+    silence_then_noise = np.concatenate([np.zeros(2000), 0.1 * rng.standard_normal(3000)])
+    return [tone, chirp, silence_then_noise.astype(np.float32), tone[:400], tone[:559]]
+
+
+@pytest.mark.parametrize("num_samples", [0, 399, 400, 401, 559, 560, 561, 16000, 16123])
+def test_frame_count_is_librosa_framing_without_centre(num_samples):
+    expected = 0 if num_samples < 400 else 1 + (num_samples - 400) // 160
+    assert frame_count(num_samples) == expected
+    if num_samples >= 400:
+        frames = librosa.util.frame(np.zeros(num_samples), frame_length=400, hop_length=160)
+        assert frames.shape[1] == expected
+    features = compute_features(np.zeros(num_samples, dtype=np.float32), MFCC)
+    assert features.shape == (expected, 39) and features.dtype == np.float32
+
+
+@pytest.mark.parametrize("config", [MFCC, FBANK], ids=["mfcc", "fbank"])
+def test_fast_features_match_librosa_reference(config):
+    for samples in _signals():
+        fast = compute_features(samples, config)
+        reference = compute_features_reference(samples, config)
+        assert fast.shape == reference.shape == (frame_count(len(samples)), config.dim)
+        np.testing.assert_allclose(fast, reference, atol=1e-4, rtol=0)
+
+
+def test_mel_filterbank_is_librosas():
+    ours = mel_filterbank(MFCC)
+    theirs = librosa.filters.mel(sr=RATE, n_fft=512, n_mels=40, fmin=20.0, fmax=7600.0)
+    np.testing.assert_allclose(ours, theirs, atol=1e-7)
+
+
+def test_feature_dims_and_layout():
+    samples = _signals()[0]
+    mfcc = compute_features(samples, MFCC)
+    fbank = compute_features(samples, FBANK)
+    assert mfcc.shape[1] == 39 and fbank.shape[1] == 120
+    # deltas of the statics: a constant-energy tone has near-zero delta inside a phone
+    log_mel = fbank[:, :40]
+    c0 = np.sqrt(1 / 40) * log_mel.sum(axis=1)  # orthonormal DCT-II row 0
+    np.testing.assert_allclose(mfcc[:, 0], c0, atol=1e-3)
+
+
+def test_frame_labels_use_the_centre_sample_and_leave_gaps_unlabelled():
+    # 1000 samples -> 4 frames (not a whole number of hops), centres 200, 360, 520, 680
+    segments = [
+        Segment(0 / RATE, 300 / RATE, "h#"),
+        Segment(360 / RATE, 520 / RATE, "s"),  # starts exactly at centre 1, ends at centre 2
+        Segment(520 / RATE, 600 / RATE, "aa"),
+        # gap 600..700 holds centre 680
+        Segment(700 / RATE, 1000 / RATE, "iy"),
+    ]
+    num_frames = frame_count(1000)
+    labels = frame_labels(segments, num_frames, MFCC)
+    assert num_frames == 4 and labels.dtype == np.uint8
+    expected = [PHONE_INDEX["h#"], PHONE_INDEX["s"], PHONE_INDEX["aa"], NO_LABEL]
+    assert labels.tolist() == expected
+
+
+def test_frame_labels_of_frames_past_the_last_segment_are_unlabelled():
+    labels = frame_labels([Segment(0.0, 0.02, "pau")], 5, MFCC)  # segment ends at 320
+    assert labels.tolist() == [PHONE_INDEX["pau"]] + [NO_LABEL] * 4
+
+
+def test_frame_labels_round_seconds_to_samples():
+    # 0.0125 s * 16000 = 200.00000000000003 in floats: still sample 200, so centre 200 is in
+    labels = frame_labels([Segment(0.0125, 0.05, "m")], 2, MFCC)
+    assert labels.tolist() == [PHONE_INDEX["m"], PHONE_INDEX["m"]]
+
+
+def test_frame_labels_refuse_an_unknown_phone():
+    with pytest.raises(PhonelabelError, match="xx"):
+        frame_labels([Segment(0.0, 0.1, "xx")], 3, MFCC)
+
+
+def test_global_stats_normalize_to_zero_mean_unit_variance():
+    rng = np.random.default_rng(0)
+    features = (rng.standard_normal((5000, 39)) * 3 + 7).astype(np.float32)
+    features[:, 5] = 2.0  # a constant dimension must not divide by zero
+    stats = global_stats(features)
+    assert stats["frames"] == 5000 and len(stats["mean"]) == len(stats["std"]) == 39
+    assert json.loads(json.dumps(stats)) == stats
+    normalised = normalize(features, stats["mean"], stats["std"])
+    assert normalised.dtype == np.float32 and np.all(np.isfinite(normalised))
+    np.testing.assert_allclose(normalised.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(np.delete(normalised.std(axis=0), 5), 1, atol=1e-3)
+
+
+def test_global_stats_refuse_no_frames():
+    with pytest.raises(PhonelabelError):
+        global_stats(np.zeros((0, 39), dtype=np.float32))
+
+
+def test_speaker_stats_blend_with_the_global_prior():
+    rng = np.random.default_rng(0)
+    prior = {"mean": [0.0, 0.0], "std": [1.0, 1.0], "frames": 10**6}
+    speaker = (rng.standard_normal((10000, 2)) * 2 + 5).astype(np.float32)
+    mean, std = speaker_stats(speaker, prior)  # many frames: its own statistics dominate
+    np.testing.assert_allclose(mean, 5 * 10000 / 10100, atol=0.05)
+    assert np.all(std > 1.9)
+    mean, std = speaker_stats(speaker[:0], prior)  # no frames: the prior
+    np.testing.assert_allclose(mean, 0.0)
+    np.testing.assert_allclose(std, 1.0)
+    # 10 frames of a constant (a short silence): pulled towards the prior, std stays sane
+    mean, std = speaker_stats(np.full((10, 2), 5.0, dtype=np.float32), prior)
+    np.testing.assert_allclose(mean, 5 * 10 / 110)
+    assert np.all(std > 0.9)
+
+
+def test_normalize_recording_follows_the_config():
+    rng = np.random.default_rng(0)
+    features = (rng.standard_normal((300, 39)) + 4).astype(np.float32)
+    stats = {"mean": [1.0] * 39, "std": [2.0] * 39, "frames": 1000}
+    glob = normalize_recording(features, FeatureConfig(normalization="global"), stats)
+    np.testing.assert_allclose(glob, (features - 1) / 2, atol=1e-6)
+    per_speaker = normalize_recording(features, MFCC, stats)
+    mean, std = speaker_stats(features, stats)
+    np.testing.assert_allclose(per_speaker, (features - mean) / std, atol=1e-5)
+    # its own mean (4) mostly removed, pulled a little towards the prior's (1)
+    assert abs(float(per_speaker.mean())) < 0.5 < float(glob.mean())
+
+
+def test_featurize_audio_is_compute_then_normalize():
+    samples = _signals()[0]
+    stats = global_stats(compute_features(samples, MFCC))
+    expected = normalize_recording(compute_features(samples, MFCC), MFCC, stats)
+    np.testing.assert_array_equal(featurize_audio(samples, MFCC, stats), expected)
+
+
+def test_feature_config_round_trips_through_json():
+    config = FeatureConfig(kind="fbank", normalization="global", delta_width=7)
+    assert FeatureConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert FeatureConfig().normalization == "speaker" and FeatureConfig().dim == 39
+
+
+def test_feature_config_refuses_unknown_choices():
+    with pytest.raises(PhonelabelError, match="plp"):
+        FeatureConfig(kind="plp")
+    with pytest.raises(PhonelabelError, match="cepstral"):
+        FeatureConfig(normalization="cepstral")
