@@ -236,8 +236,8 @@ def evaluate(
         return "n/a" if value is None else f"{100 * value:.2f} %"
 
     table = Table(
-        title=f"{report['split']} split: {report['utterances']} utterances, "
-        f"{report['speakers']} speakers",
+        title=f"{report['model']} on the {report['split']} split of {report['source']}: "
+        f"{report['utterances']} utterances, {report['speakers']} speakers",
         title_justify="left",
     )
     table.add_column("metric")
@@ -425,8 +425,7 @@ def featurize(
             include_sa=include_sa,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    title = f"feature store {report.out}" + (" (up to date, nothing done)" if report.noop else "")
-    table = Table(title=title)
+    table = Table(title=f"feature store {report.out}")
     for column in ("split", "speakers", "utterances", "frames", "hours", "skipped"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for name, split in report.splits.items():
@@ -447,6 +446,235 @@ def featurize(
     )
     for utt_id, reason in report.skipped:
         console.print(f"[yellow]skipped[/yellow] {utt_id}: {reason}", highlight=False)
+    if report.noop:
+        console.print("up to date (same corpus files and config): nothing done; --force rewrites")
+
+
+@command
+def label(
+    audio: Annotated[
+        list[str],
+        typer.Argument(
+            help="Audio files (WAV, SPHERE, FLAC, OGG; any rate, mono or stereo), or - for raw "
+            "16 kHz 16-bit little-endian mono PCM on stdin.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        Optional[Path], typer.Option(help="Model directory (default: the shipped model).")
+    ] = None,
+    output_format: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format",
+            "-f",
+            help="phn, textgrid, json or csv (default phn; a table on a terminal).",
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Directory for one <input stem>.<ext> per input."),
+    ] = None,
+    smooth: Annotated[
+        bool,
+        typer.Option(
+            "--smooth/--no-smooth",
+            help="Viterbi smoothing (switch penalty, minimum duration) or plain per-frame argmax.",
+        ),
+    ] = True,
+    fold39: Annotated[
+        bool,
+        typer.Option("--fold39", help="Output the 39 scoring classes (q joins its neighbour)."),
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    plot: Annotated[
+        bool,
+        typer.Option(
+            "--plot", help="Also write <stem>.png (spectrogram + phones) under --out or here."
+        ),
+    ] = False,
+) -> None:
+    """Label recordings with timed phone segments (start, end, phone, confidence).
+
+    One output per input under --out; stdout for a single input.
+
+    Long files run in 10 s blocks, LSTM state carried: bounded memory, same result as whole.
+
+    With - (stdin) each segment is printed once it is final. Latency in 10 ms frames:
+    the model's target delay + 2 (delta context) + the smoothing lookahead (until all
+    surviving Viterbi paths agree: typically a few frames, at most 20 s; none with
+    --no-smooth).
+
+    A speaker-normalised model on stdin uses running statistics (output may differ slightly).
+    """
+    import sys
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from phonelabel import formats
+    from phonelabel import label as labelling
+
+    fmt = formats.check_format(output_format or "phn")
+    if "-" in audio:
+        if len(audio) > 1 or out_dir is not None or plot:
+            raise PhonelabelError("-: stdin must be the only input, without --out or --plot")
+        formats.stream_lines([], fmt)  # refuse a whole-file-only format before loading
+        labeller = labelling.load_labeller(model, device, smooth)
+        segments = labelling.label_stream(sys.stdin.buffer, labeller)
+        if fold39:
+            segments = formats.fold_stream(segments)
+        for line in formats.stream_lines(segments, fmt):
+            print(line, flush=True)
+        return
+    if len(audio) > 1 and out_dir is None:
+        raise PhonelabelError(f"{len(audio)} inputs: give --out DIR for their outputs")
+    labeller = labelling.load_labeller(model, device, smooth)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+    def on_progress(source: str):
+        task = None
+
+        def advance(done: float, total: float) -> None:
+            nonlocal task
+            if total < 60:  # a bar only for long inputs
+                return
+            if task is None:
+                task = progress.add_task(Path(source).name, total=total)
+            progress.update(task, completed=done)
+
+        return advance
+
+    failed = 0
+    with progress:
+        for result in labelling.label_files(
+            audio, labeller, fmt, out_dir, fold39, plot, on_progress=on_progress
+        ):
+            if isinstance(result, labelling.Failure):
+                failed += 1
+                console.print(f"[red]error:[/red] {result.error}", highlight=False, soft_wrap=True)
+            elif result.output is not None:
+                console.print(
+                    f"{result.output}: {len(result.segments)} segments, {result.duration:.2f} s",
+                    highlight=False,
+                )
+            elif output_format is None and sys.stdout.isatty():
+                table = Table(title=result.source, show_edge=False)
+                for column in ("start", "end", "phone", "confidence"):
+                    table.add_column(column, justify="left" if column == "phone" else "right")
+                for s in result.segments:
+                    confidence = "" if s.confidence is None else f"{s.confidence:.2f}"
+                    table.add_row(f"{s.start:.3f}", f"{s.end:.3f}", s.phone, confidence)
+                out.print(table)
+            else:
+                formats.write_segments(
+                    result.segments, fmt, sys.stdout, result.duration, result.metadata
+                )
+            if not isinstance(result, labelling.Failure) and result.plot is not None:
+                console.print(f"{result.plot}: plot", highlight=False)
+    if failed:
+        console.print(f"[red]{failed} of {len(audio)} inputs failed[/red]", highlight=False)
+        raise typer.Exit(2)
+
+
+@command
+def plot(
+    audio: Annotated[Path, typer.Argument(help="Audio file to label and draw.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")],
+    model: Annotated[
+        Optional[Path], typer.Option(help="Model directory (default: the shipped model).")
+    ] = None,
+    reference: Annotated[
+        Optional[Path], typer.Option(help="A TIMIT .PHN file to draw as a second tier.")
+    ] = None,
+    start: Annotated[float, typer.Option(help="First second to draw.")] = 0.0,
+    end: Annotated[
+        Optional[float], typer.Option(help="Last second to draw (default: start + 20 s).")
+    ] = None,
+    smooth: Annotated[
+        bool, typer.Option("--smooth/--no-smooth", help="Viterbi smoothing or plain argmax.")
+    ] = True,
+    fold39: Annotated[bool, typer.Option("--fold39", help="Draw the 39 scoring classes.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Draw a recording's log-mel spectrogram with its labelled phone segments under it."""
+    from phonelabel import label as labelling
+
+    labeller = labelling.load_labeller(model, device, smooth)
+    path = labelling.plot_file(audio, labeller, output, reference, fold39, start, end)
+    console.print(f"wrote {path}", highlight=False)
+
+
+@command
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Where to put everything.")] = Path(
+        "phonelabel-demo"
+    ),
+    speakers: Annotated[int, typer.Option(help="Synthetic speakers (about 30 % unseen).")] = 30,
+    utterances_per_speaker: Annotated[int, typer.Option(help="Sentences per speaker.")] = 10,
+    epochs: Annotated[int, typer.Option(help="Training epochs at most.")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed for corpus and training.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """The whole mission end to end: synth, featurize, train, evaluate on unseen voices, label."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from phonelabel.demo import demo as run_demo
+
+    bar = Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+    def stage(name: str):
+        task = bar.add_task(name, total=1.0)
+
+        def progress(done: float, total: float) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return progress
+
+    with bar:
+        report = run_demo(directory, speakers, utterances_per_speaker, epochs, seed, device, stage)
+        for task in bar.tasks:
+            bar.update(task.id, completed=task.total)
+    r = report.evaluation
+    table = Table(
+        title=f"test split: {r['utterances']} utterances of {r['speakers']} unseen voices"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("frames", f"{r['frames']:,}")
+    table.add_row("frame accuracy, 61 phones", f"{100 * r['frame_accuracy_61']:.1f} %")
+    table.add_row("frame accuracy, 39 classes", f"{100 * r['frame_accuracy_39']:.1f} %")
+    table.add_row("phone error rate, 39 classes", f"{100 * r['phone_error_rate_39']:.1f} %")
+    out.print(table)
+    for what, where in (
+        ("corpus", report.corpus),
+        ("features", report.features),
+        ("model (+ curves.png)", report.model),
+        ("evaluation JSON", report.results),
+        ("confusion / per-phone plots", report.plots),
+        ("labelled test recording (TextGrid)", report.textgrid),
+        ("spectrogram with phones", report.spectrogram),
+    ):
+        out.print(f"{what:<36} {where}")
+    total = sum(report.seconds.values())
+    out.print(
+        f"done in {total / 60:.1f} min  ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
+        + ")"
+    )
 
 
 def main() -> None:

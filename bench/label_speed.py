@@ -1,0 +1,131 @@
+"""Labelling speed: real-time factor of `phonelabel label` on one CPU core (DESIGN.md §8).
+
+Writes a 10-minute 16 kHz WAV of chord-and-noise "phones", builds a default-size model
+(2 x 256 LSTM, 39-dim MFCC input; random weights with a sharpened output layer, so the
+posteriors are peaky like a trained model's; the LSTM's speed does not depend on them)
+and times ``label_file`` end to end (wall clock, and CPU time for a busy machine): block
+reading, features (one pass for the statistics, reused by the second for files up to
+20 min), LSTM with state carried across blocks, incremental Viterbi, segments. Then each
+stage alone. RTF = processing seconds / audio seconds; the target is <= 0.01.
+
+    python bench/label_speed.py                     # 600 s of audio, 1 thread
+    python bench/label_speed.py --seconds 60 --threads 2 --no-smooth
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from phonelabel.decode import DecoderParams, ViterbiDecoder
+from phonelabel.features import FeatureConfig, compute_features, global_stats, normalize
+from phonelabel.label import PosteriorStream, label_file, load_labeller
+from phonelabel.model import ModelConfig, PhoneLSTM
+from phonelabel.modeldir import TrainedModel, save_model
+
+RATE = 16000
+
+
+def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
+    """Random 40-150 ms 'phones': chords of three partials or low noise."""
+    rng = np.random.default_rng(seed)
+    pieces, total = [], 0
+    while total < seconds * RATE:
+        length = int(rng.integers(640, 2400))
+        t = np.arange(length) / RATE
+        if rng.random() < 0.2:
+            wave = 0.001 * rng.standard_normal(length)
+        else:
+            base = rng.uniform(150, 3000)
+            wave = 0.3 * sum(np.sin(2 * np.pi * base * (h + 1) * t) / (h + 1) for h in range(3))
+            wave += 0.01 * rng.standard_normal(length)
+        pieces.append(wave)
+        total += length
+    return np.concatenate(pieces)[: int(seconds * RATE)].astype(np.float32)
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600.0, help="audio length")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one core)")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--no-smooth", action="store_true", help="argmax instead of Viterbi")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    samples = synthetic_speech(args.seconds)
+    config = FeatureConfig()  # 13 MFCC + deltas = 39 dims, per-speaker normalisation
+    with tempfile.TemporaryDirectory() as temp:
+        wav = Path(temp) / "long.wav"
+        soundfile.write(wav, samples, RATE, subtype="PCM_16")
+        stats = global_stats(compute_features(samples[: 60 * RATE], config))
+        model = PhoneLSTM(ModelConfig(input_dim=config.dim, hidden=args.hidden, layers=args.layers))
+        with torch.no_grad():  # peaky posteriors, as a trained model's, so Viterbi paths merge
+            model.output.weight.mul_(30)
+        save_model(Path(temp) / "model", TrainedModel(model.eval(), config, stats))
+        labeller = load_labeller(Path(temp) / "model", "cpu", smooth=not args.no_smooth)
+
+        label_file(wav, labeller, block_seconds=5.0)  # warm-up (allocations, caches)
+        cpu_start = time.process_time()
+        labelled, total = timed(label_file, wav, labeller)
+        cpu_total = time.process_time() - cpu_start  # excludes time other processes took
+
+        features, feature_seconds = timed(compute_features, samples, config)
+        normalised = normalize(features, stats["mean"], stats["std"])
+        stream = PosteriorStream(labeller.trained)
+
+        def posteriors() -> np.ndarray:
+            blocks = [
+                stream.push(normalised[i : i + 1000]) for i in range(0, len(normalised), 1000)
+            ]
+            return np.concatenate(blocks + [stream.finish()])
+
+        log_posteriors, lstm_seconds = timed(posteriors)
+        decoder = ViterbiDecoder(DecoderParams(), check_every=100)  # as label_file
+
+        def viterbi() -> np.ndarray:
+            blocks = [
+                decoder.push(log_posteriors[i : i + 1000])
+                for i in range(0, len(log_posteriors), 1000)
+            ]
+            return np.concatenate(blocks + [decoder.finish()])
+
+        _, viterbi_seconds = timed(viterbi)
+
+    audio = len(samples) / RATE
+    report = {
+        "audio_seconds": audio,
+        "threads": torch.get_num_threads(),
+        "model": f"{args.layers}x{args.hidden}, input {config.dim}",
+        "decoder": "argmax" if args.no_smooth else "viterbi",
+        "segments": len(labelled.segments),
+        "label_file_seconds": round(total, 3),
+        "rtf": round(total / audio, 5),
+        "rtf_cpu_time": round(cpu_total / audio, 5),
+        "stage_rtf": {
+            "features (one pass)": round(feature_seconds / audio, 5),
+            "lstm": round(lstm_seconds / audio, 5),
+            "viterbi": round(viterbi_seconds / audio, 5),
+        },
+        "target_rtf": 0.01,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

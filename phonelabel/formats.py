@@ -1,0 +1,281 @@
+"""Phone segments to and from files: TIMIT .PHN, Praat TextGrid, JSON, CSV.
+
+- ``phn``: ``start_sample end_sample phone`` per line, samples at 16 kHz (TIMIT).
+- ``textgrid``: Praat's long text format, one IntervalTier "phones" whose intervals tile
+  0..duration (gaps between segments become intervals with empty text).
+- ``json``: ``{"duration", "phone_set", "segments": [{"start", "end", "phone",
+  "confidence"}], ...metadata}``; streamed as JSON Lines, one segment object a line.
+- ``csv``: header ``start,end,phone,confidence``; times in seconds.
+
+``fold_segments`` maps labels to the 39 scoring classes; ``q`` (not a scoring class) hands
+its time to the segment before it (the one after, when it comes first), and neighbours
+that fold to the same class (``bcl`` + ``pau`` -> ``sil``) merge into one segment.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from phonelabel.corpus.timit import Segment, read_wrd
+from phonelabel.errors import PhonelabelError
+from phonelabel.fileio import write_text
+from phonelabel.phones import fold_to_39
+
+FORMATS = ("phn", "textgrid", "json", "csv")
+EXTENSIONS = {"phn": ".phn", "textgrid": ".TextGrid", "json": ".json", "csv": ".csv"}
+STREAMABLE = ("phn", "json", "csv")  # line-based: a segment can be written once it is final
+PHN_RATE = 16000
+TIER = "phones"
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise PhonelabelError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
+    return fmt
+
+
+def _seconds(value: float) -> str:
+    """Shortest exact-enough text for a time: 7 decimals hold every 16 kHz sample time."""
+    return f"{value:.7f}".rstrip("0").rstrip(".") or "0"
+
+
+def _confidence(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _sample(seconds: float) -> int:
+    return round(seconds * PHN_RATE)
+
+
+# --- one segment a line (phn, csv, json lines): also what streaming prints --------------
+
+
+def header_line(fmt: str) -> str | None:
+    return "start,end,phone,confidence" if fmt == "csv" else None
+
+
+def stream_lines(segments: Iterable[Segment], fmt: str) -> Iterator[str]:
+    """Lines of a line-based format (JSON as JSON Lines), one as each segment arrives."""
+    if fmt not in STREAMABLE:
+        raise PhonelabelError(
+            f"format {fmt!r} needs the whole recording; stream as {', '.join(STREAMABLE)}"
+        )
+    header = header_line(fmt)
+    if header:
+        yield header
+    for segment in segments:
+        yield segment_line(segment, fmt)
+
+
+def segment_line(segment: Segment, fmt: str) -> str:
+    """One segment as a line of a line-based format (no newline)."""
+    if fmt == "phn":
+        return f"{_sample(segment.start)} {_sample(segment.end)} {segment.phone}"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="").writerow(
+            [_seconds(segment.start), _seconds(segment.end), segment.phone]
+            + [_confidence(segment.confidence)]
+        )
+        return buffer.getvalue()
+    if fmt == "json":
+        return json.dumps(_segment_dict(segment))
+    raise PhonelabelError(f"format {fmt!r} cannot be written a segment at a time")
+
+
+def _segment_dict(segment: Segment) -> dict[str, Any]:
+    confidence = None if segment.confidence is None else round(segment.confidence, 4)
+    return {
+        "start": round(segment.start, 7),
+        "end": round(segment.end, 7),
+        "phone": segment.phone,
+        "confidence": confidence,
+    }
+
+
+# --- whole files ---------------------------------------------------------------------------
+
+
+def format_segments(
+    segments: Sequence[Segment],
+    fmt: str,
+    duration: float,
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    """The text of a whole output file; ``duration`` (seconds) bounds the TextGrid."""
+    check_format(fmt)
+    if fmt == "textgrid":
+        return _textgrid(segments, duration)
+    if fmt == "json":
+        document = {"duration": round(duration, 7), **(metadata or {})}
+        document["segments"] = [_segment_dict(s) for s in segments]
+        return json.dumps(document, indent=1) + "\n"
+    header = header_line(fmt)
+    lines = ([header] if header else []) + [segment_line(s, fmt) for s in segments]
+    return "".join(line + "\n" for line in lines)
+
+
+def write_segments(
+    segments: Sequence[Segment],
+    fmt: str,
+    path_or_stream: str | Path | IO[str],
+    duration: float,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write a whole file (atomically), or to an open text stream such as ``sys.stdout``."""
+    text = format_segments(segments, fmt, duration, metadata)
+    if isinstance(path_or_stream, (str, Path)):
+        try:
+            write_text(path_or_stream, text)
+        except OSError as error:
+            raise PhonelabelError(f"{path_or_stream}: cannot write ({error.strerror})") from None
+    else:
+        path_or_stream.write(text)
+        path_or_stream.flush()
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _textgrid(segments: Sequence[Segment], duration: float) -> str:
+    """Praat long text format; intervals tile [0, duration], gaps get empty text."""
+    end = max([duration] + [s.end for s in segments])
+    intervals: list[tuple[float, float, str]] = []
+    position = 0.0
+    for segment in segments:
+        if segment.start > position:
+            intervals.append((position, segment.start, ""))
+        intervals.append((segment.start, segment.end, segment.phone))
+        position = segment.end
+    if position < end or not intervals:
+        intervals.append((position, end, ""))
+    lines = [
+        'File type = "ooTextFile"',
+        'Object class = "TextGrid"',
+        "",
+        "xmin = 0",
+        f"xmax = {_seconds(end)}",
+        "tiers? <exists>",
+        "size = 1",
+        "item []:",
+        "    item [1]:",
+        '        class = "IntervalTier"',
+        f"        name = {_quote(TIER)}",
+        "        xmin = 0",
+        f"        xmax = {_seconds(end)}",
+        f"        intervals: size = {len(intervals)}",
+    ]
+    for number, (start, stop, text) in enumerate(intervals, 1):
+        lines += [
+            f"        intervals [{number}]:",
+            f"            xmin = {_seconds(start)}",
+            f"            xmax = {_seconds(stop)}",
+            f"            text = {_quote(text)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- readers -------------------------------------------------------------------------------
+
+_INTERVAL = re.compile(
+    r'xmin\s*=\s*(?P<xmin>[-0-9.eE+]+)\s*xmax\s*=\s*(?P<xmax>[-0-9.eE+]+)\s*text\s*=\s*"(?P<text>(?:[^"]|"")*)"'
+)
+
+
+def read_segments(path: str | Path, fmt: str | None = None) -> list[Segment]:
+    """Segments of a file written by ``write_segments`` (``fmt`` from the extension if None).
+
+    TextGrid: the intervals of its first tier, empty ones skipped (no confidence kept).
+    PHN: any labels (61 or folded 39), sample times at 16 kHz (no confidence kept).
+    """
+    path = Path(path)
+    fmt = check_format(fmt or _format_of(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PhonelabelError(f"{path}: cannot read ({error})") from None
+    try:
+        if fmt == "phn":
+            return read_wrd(path, rate=PHN_RATE)  # the generic "start end label" reader
+        if fmt == "textgrid":
+            body = text.split("intervals:", 1)[1]
+            return [
+                Segment(float(m["xmin"]), float(m["xmax"]), m["text"].replace('""', '"'))
+                for m in _INTERVAL.finditer(body)
+                if m["text"]
+            ]
+        if fmt == "json":
+            document = json.loads(text)
+            rows = document["segments"] if isinstance(document, dict) else document
+            return [_from_row(row) for row in rows]
+        rows = csv.DictReader(io.StringIO(text))
+        return [_from_row(row) for row in rows]
+    except (KeyError, IndexError, ValueError, TypeError) as error:
+        raise PhonelabelError(f"{path}: not a {fmt} segment file ({error})") from None
+
+
+def _from_row(row: dict[str, Any]) -> Segment:
+    confidence = row.get("confidence")
+    return Segment(
+        float(row["start"]),
+        float(row["end"]),
+        str(row["phone"]),
+        None if confidence in (None, "") else float(confidence),
+    )
+
+
+def _format_of(path: Path) -> str:
+    for fmt, extension in EXTENSIONS.items():
+        if path.name.lower().endswith(extension.lower()):
+            return fmt
+    raise PhonelabelError(f"{path}: cannot tell the format from the name; give it")
+
+
+# --- 39-class output -----------------------------------------------------------------------
+
+
+def fold_segments(segments: Iterable[Segment]) -> list[Segment]:
+    """61-class segments -> 39-class segments (see the module docstring for q and merging).
+
+    A merged segment's confidence is the duration-weighted mean of its parts.
+    """
+    return list(fold_stream(segments))
+
+
+def fold_stream(segments: Iterable[Segment]) -> Iterator[Segment]:
+    """``fold_segments`` one segment at a time: a folded segment is yielded once the next
+    one has a different label (so it can no longer grow)."""
+    held: Segment | None = None  # the last folded segment, still open to merging
+    for segment in segments:
+        phone = fold_to_39(segment.phone)
+        if phone is None:  # q: its time goes to the segment before (or after, if first)
+            held = segment if held is None else _merge(held, segment, held.phone)
+            continue
+        current = Segment(segment.start, segment.end, phone, segment.confidence)
+        if held is not None and (held.phone == phone or held.phone == "q"):
+            held = _merge(held, current, phone)
+            continue
+        if held is not None:
+            yield held
+        held = current
+    if held is not None:  # a recording of nothing but q keeps it
+        yield held
+
+
+def _merge(first: Segment, second: Segment, phone: str) -> Segment:
+    confidence = None
+    if first.confidence is not None and second.confidence is not None:
+        weight = first.duration + second.duration
+        confidence = (
+            (first.confidence * first.duration + second.confidence * second.duration) / weight
+            if weight > 0
+            else first.confidence
+        )
+    return Segment(first.start, second.end, phone, confidence)

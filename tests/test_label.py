@@ -1,0 +1,359 @@
+"""label.py and the `label` / `plot` commands: blocks equal whole files, streaming, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from conftest import tone_utterance
+from typer.testing import CliRunner
+
+from phonelabel.audio import read_audio
+from phonelabel.cli import app
+from phonelabel.corpus.timit import read_phn
+from phonelabel.decode import (
+    DecoderParams,
+    boundary_precision_recall,
+    decode_frames,
+    frames_to_segments,
+)
+from phonelabel.errors import PhonelabelError
+from phonelabel.features import FeatureConfig, compute_features, featurize_audio, global_stats
+from phonelabel.label import (
+    FeatureStream,
+    PosteriorStream,
+    default_model_dir,
+    label_file,
+    label_stream,
+    load_labeller,
+)
+from phonelabel.metrics import BoundaryCounts
+from phonelabel.model import ModelConfig, PhoneLSTM, utterance_log_posteriors
+from phonelabel.modeldir import TrainedModel, save_model
+
+RATE = 16000
+
+
+def tone_recording(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pieces, total = [], 0
+    while total < seconds * RATE:
+        pieces.append(tone_utterance(rng)[0])
+        total += len(pieces[-1])
+    return np.concatenate(pieces)[: int(seconds * RATE)]
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = RATE, subtype: str = "PCM_16") -> Path:
+    soundfile.write(path, samples, rate, subtype=subtype)
+    return path
+
+
+def whole_file_segments(path, labeller):
+    """The reference: whole-signal features, whole-utterance posteriors, whole Viterbi."""
+    audio = read_audio(path)
+    trained = labeller.trained
+    features = featurize_audio(audio.samples, trained.feature, trained.stats)
+    log_posteriors = utterance_log_posteriors(trained.model, [torch.from_numpy(features)])[0]
+    log_posteriors = log_posteriors.numpy()
+    classes = decode_frames(log_posteriors, labeller.params, labeller.smooth)
+    return frames_to_segments(classes, log_posteriors, len(audio.samples), trained.feature)
+
+
+def assert_same_segments(got, expected):
+    assert [(s.start, s.end, s.phone) for s in got] == [(s.start, s.end, s.phone) for s in expected]
+    assert [s.confidence for s in got] == pytest.approx([s.confidence for s in expected], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory) -> Path:
+    """Random weights, target delay 3, sharpened output: many phone changes to compare."""
+    torch.manual_seed(0)
+    model = PhoneLSTM(ModelConfig(hidden=32, layers=2, delay=3))
+    with torch.no_grad():
+        model.output.weight.mul_(20)
+    config = FeatureConfig(normalization="speaker")
+    stats = global_stats(compute_features(tone_recording(5.0, seed=1), config))
+    out = tmp_path_factory.mktemp("random_model") / "model"
+    save_model(out, TrainedModel(model.eval(), config, stats, DecoderParams(0.5, 2).to_dict()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def global_tone_model(tone_model, tmp_path_factory) -> Path:
+    """The trained tone model, switched to global normalisation (its stats are global)."""
+    out = tmp_path_factory.mktemp("global_model") / "model"
+    shutil.copytree(tone_model, out)
+    config = json.loads((out / "config.json").read_text())
+    config["feature"]["normalization"] = "global"
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+# --- exactness of the block-wise pipeline ---------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [100, 1601, 16000])
+def test_feature_stream_equals_whole_signal_features(block):
+    samples = tone_recording(2.0)
+    stream = FeatureStream(FeatureConfig())
+    parts = [stream.push(samples[i : i + block]) for i in range(0, len(samples), block)]
+    features = np.concatenate(parts + [stream.finish()])
+    np.testing.assert_allclose(features, compute_features(samples), rtol=0, atol=1e-4)
+    assert len(features) == len(compute_features(samples))
+
+
+def test_posteriors_in_blocks_equal_whole_utterance_posteriors(random_model):
+    labeller = load_labeller(random_model, "cpu")
+    features = torch.randn(157, 39).numpy()
+    stream = PosteriorStream(labeller.trained)
+    parts = [stream.push(features[i : i + 10]) for i in range(0, 157, 10)] + [stream.finish()]
+    whole = utterance_log_posteriors(labeller.trained.model, [torch.from_numpy(features)])[0]
+    np.testing.assert_allclose(np.concatenate(parts), whole.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("smooth,cache_seconds", [(True, 60.0), (False, 60.0), (True, 0.0)])
+def test_file_in_small_blocks_equals_whole_file_labelling(
+    tmp_path, random_model, smooth, cache_seconds
+):
+    path = write_wav(tmp_path / "a.wav", tone_recording(4.0), subtype="FLOAT")
+    labeller = load_labeller(random_model, "cpu", smooth=smooth)
+    labelled = label_file(path, labeller, block_seconds=0.123, cache_seconds=cache_seconds)
+    assert len(labelled.segments) > 20
+    assert_same_segments(labelled.segments, whole_file_segments(path, labeller))
+    assert labelled.segments[0].start == 0 and labelled.segments[-1].end == 4.0
+
+
+def test_resampled_stereo_flac_in_blocks_equals_whole_file(tmp_path, random_model):
+    import soxr
+
+    mono = soxr.resample(tone_recording(1.5), RATE, 44100)
+    stereo = np.stack([mono, 0.5 * mono], axis=1)
+    path = tmp_path / "stereo.flac"
+    soundfile.write(path, stereo, 44100)
+    labeller = load_labeller(random_model, "cpu")
+    labelled = label_file(path, labeller, block_seconds=0.2)
+    assert_same_segments(labelled.segments, whole_file_segments(path, labeller))
+
+
+def test_progress_covers_both_passes_of_a_speaker_normalised_model(tmp_path, random_model):
+    path = write_wav(tmp_path / "a.wav", tone_recording(2.0))
+    calls = []
+    label_file(path, load_labeller(random_model, "cpu"), lambda d, t: calls.append((d, t)), 0.5)
+    assert calls[-1] == (4.0, 4.0)  # two passes over 2 s
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+
+class TrickleStream(io.RawIOBase):
+    """A byte stream that hands out small reads and remembers how far it has been read."""
+
+    def __init__(self, data: bytes):
+        self.data, self.position = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        chunk = self.data[self.position : self.position + min(size, 3200)]
+        self.position += len(chunk)
+        return chunk
+
+    read = read1
+
+
+def pcm_bytes(path: Path) -> bytes:
+    return soundfile.read(path, dtype="int16")[0].astype("<i2").tobytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("smooth", [True, False])
+def test_stream_equals_whole_file_for_a_globally_normalised_model(
+    tmp_path, global_tone_model, smooth
+):
+    path = write_wav(tmp_path / "a.wav", tone_recording(3.0, seed=3))
+    labeller = load_labeller(global_tone_model, "cpu", smooth=smooth)
+    streamed = list(label_stream(TrickleStream(pcm_bytes(path)), labeller))
+    assert len(streamed) > 20
+    assert_same_segments(streamed, label_file(path, labeller).segments)
+    assert_same_segments(streamed, whole_file_segments(path, labeller))
+
+
+def test_stream_yields_segments_before_the_input_ends(tmp_path, global_tone_model):
+    data = pcm_bytes(write_wav(tmp_path / "a.wav", tone_recording(2.5, seed=4)))
+    stream = TrickleStream(data)
+    positions = [stream.position for _ in label_stream(stream, load_labeller(global_tone_model))]
+    assert positions[0] < len(data) / 4
+    assert sum(p < len(data) for p in positions) > len(positions) / 2
+
+
+def test_stream_of_a_speaker_model_uses_running_stats_close_to_the_file(tmp_path, tone_model):
+    path = write_wav(tmp_path / "a.wav", tone_recording(3.0, seed=5))
+    labeller = load_labeller(tone_model, "cpu")
+    streamed = list(label_stream(TrickleStream(pcm_bytes(path)), labeller))
+    whole = label_file(path, labeller).segments
+    counts = boundary_precision_recall(whole, streamed, tolerance=0.0101)
+    assert counts.recall > 0.8 and counts.precision > 0.8
+
+
+def test_stream_shorter_than_one_frame_is_an_error(random_model):
+    with pytest.raises(PhonelabelError, match="shorter than one frame"):
+        list(label_stream(io.BytesIO(b"\0\0" * 399), load_labeller(random_model)))
+
+
+# --- against reference boundaries -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_labelling_reproduces_reference_phn_boundaries(tone_corpus, tone_model):
+    labeller = load_labeller(tone_model, "cpu")
+    counts = BoundaryCounts()
+    for wav in sorted((tone_corpus / "TEST").rglob("*.WAV"))[:8]:
+        labelled = label_file(wav, labeller)
+        counts += boundary_precision_recall(read_phn(wav.with_suffix(".PHN")), labelled.segments)
+    assert counts.recall > 0.7 and counts.precision > 0.7
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_label_one_file_to_stdout_in_each_format(tmp_path, random_model):
+    path = write_wav(tmp_path / "a.wav", tone_recording(1.0))
+    result = runner.invoke(app, ["label", str(path), "--model", str(random_model)])
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0].split()
+    assert first[0] == "0" and int(first[1]) > 0
+    result = runner.invoke(
+        app, ["label", str(path), "--model", str(random_model), "-f", "json", "--fold39"]
+    )
+    document = json.loads(result.stdout)
+    assert document["phone_set"] == "timit-39" and document["duration"] == 1.0
+    assert document["segments"][-1]["end"] == 1.0
+
+
+def test_label_many_files_with_bad_ones_labels_the_rest_and_exits_2(tmp_path, random_model):
+    good = write_wav(tmp_path / "good.wav", tone_recording(1.0))
+    other = write_wav(tmp_path / "other.wav", tone_recording(0.5))
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not audio" * 10)
+    no_samples = write_wav(tmp_path / "nosamples.wav", np.zeros(0, dtype=np.float32))
+    short = write_wav(tmp_path / "short.wav", np.zeros(300, dtype=np.float32))
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(write_wav(tmp_path / "full.wav", tone_recording(1.0)).read_bytes()[:9000])
+    inputs = [good, garbage, no_samples, short, truncated, tmp_path / "missing.wav", other]
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["label", *map(str, inputs), "--model", str(random_model), "--out", str(out), "-f", "csv"],
+    )
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 5
+    for bad, reason in [
+        (garbage, "not readable audio"),
+        (no_samples, "no samples"),
+        (short, "shorter than one frame"),
+        (truncated, "truncated"),
+        (tmp_path / "missing.wav", "no such audio file"),
+    ]:
+        assert any(str(bad) in line and reason in line for line in errors), (bad, errors)
+    assert sorted(p.name for p in out.iterdir()) == ["good.csv", "other.csv"]
+    assert (out / "good.csv").read_text().startswith("start,end,phone,confidence\n0,")
+
+
+def test_model_dir_without_config_is_one_line_and_exit_2(tmp_path, random_model):
+    path = write_wav(tmp_path / "a.wav", tone_recording(0.5))
+    broken = tmp_path / "broken"
+    shutil.copytree(random_model, broken)
+    (broken / "config.json").unlink()
+    result = runner.invoke(app, ["label", str(path), "--model", str(broken)])
+    assert result.exit_code == 2
+    assert "no config.json" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+class Exploit:
+    """Unpickling this runs Path.touch(marker): a model file must never be unpickled so."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_model_file_that_is_not_a_state_dict_is_refused_unpickled(tmp_path, random_model):
+    path = write_wav(tmp_path / "a.wav", tone_recording(0.5))
+    evil = tmp_path / "evil"
+    shutil.copytree(random_model, evil)
+    marker = tmp_path / "pwned"
+    torch.save({"weights": Exploit(marker)}, evil / "model.pt")
+    result = runner.invoke(app, ["label", str(path), "--model", str(evil)])
+    assert result.exit_code == 2 and "model.pt" in result.stderr
+    assert not marker.exists()
+
+
+def test_unwritable_out_is_one_line_and_exit_2(tmp_path, random_model):
+    path = write_wav(tmp_path / "a.wav", tone_recording(0.5))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(
+        app, ["label", str(path), "--model", str(random_model), "--out", str(blocker / "sub")]
+    )
+    assert result.exit_code == 2 and "cannot create the output directory" in result.stderr
+
+
+def test_several_inputs_need_out(tmp_path, random_model):
+    path = write_wav(tmp_path / "a.wav", tone_recording(0.5))
+    result = runner.invoke(app, ["label", str(path), str(path), "--model", str(random_model)])
+    assert result.exit_code == 2 and "--out" in result.stderr
+
+
+def test_label_from_stdin_prints_lines(tmp_path, random_model):
+    data = pcm_bytes(write_wav(tmp_path / "a.wav", tone_recording(1.0)))
+    result = runner.invoke(
+        app, ["label", "-", "--model", str(random_model), "-f", "csv"], input=data
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "start,end,phone,confidence" and lines[-1].split(",")[1] == "1"
+    result = runner.invoke(
+        app, ["label", "-", "--model", str(random_model), "-f", "textgrid"], input=data
+    )
+    assert result.exit_code == 2 and "needs the whole recording" in result.stderr
+
+
+def test_default_model_is_the_shipped_one_or_a_clear_error():
+    try:
+        directory = default_model_dir()
+    except PhonelabelError as error:
+        assert "no default model is installed" in str(error) and "--model" in str(error)
+    else:
+        assert (directory / "config.json").is_file()
+        assert load_labeller(None, "cpu").trained.directory == directory
+
+
+def test_label_plot_and_plot_command_write_pngs(tmp_path, tone_corpus, tone_model):
+    wav = sorted((tone_corpus / "TEST").rglob("*.WAV"))[0]
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["label", str(wav), "--model", str(tone_model), "--out", str(out), "--plot"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / (wav.stem + ".png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = tmp_path / "plot.png"
+    result = runner.invoke(
+        app,
+        ["plot", str(wav), "--model", str(tone_model), "-o", str(png)]
+        + ["--reference", str(wav.with_suffix(".PHN"))],
+    )
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
