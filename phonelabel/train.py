@@ -139,7 +139,11 @@ def build_schedule(
     k1, streams = config.k1, config.batch_streams
     if k1 == 0:
         return _whole_utterance_schedule(offsets, lengths, order, config)
-    # Each utterance goes to the stream whose timeline is shortest (balanced streams).
+    # Each utterance goes to the stream whose timeline is shortest. The last 2B go longest
+    # first, so the streams end nearly together: idle streams at the end are wasted compute.
+    order = np.asarray(order)
+    tail = order[-2 * streams :]
+    order = np.concatenate([order[: -2 * streams], tail[np.argsort(-lengths[tail], kind="stable")]])
     pieces: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(streams)]
     used = np.zeros(streams, dtype=np.int64)
     for u in order:
