@@ -105,6 +105,9 @@ def train(
     checkpoint_seconds: Annotated[
         float, typer.Option(help="Seconds between mid-epoch checkpoints for --resume.")
     ] = 300.0,
+    tune_decoder: Annotated[
+        bool, typer.Option(help="After training, tune Viterbi smoothing on dev (lowest PER).")
+    ] = True,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in --out (its options).")
     ] = False,
@@ -134,6 +137,7 @@ def train(
         device=device,
         precision=precision,
         checkpoint_seconds=checkpoint_seconds,
+        tune_decoder=tune_decoder,
     )
     bar = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
@@ -179,6 +183,13 @@ def train(
         console.print(
             f"best dev frame accuracy: {100 * best['dev_frame_accuracy_61']:.2f}% (61 phones), "
             f"{100 * best['dev_frame_accuracy_39']:.2f}% (39 classes) at epoch {best['epoch']}"
+        )
+    decoder = trained.decoder
+    if decoder.get("tuned_on"):
+        console.print(
+            f"decoder tuned on dev: penalty {decoder['transition_penalty']}, minimum duration "
+            f"{decoder['min_duration']} frames; dev PER {100 * decoder['dev_phone_error_rate_39']:.1f}% "
+            f"(argmax {100 * decoder['dev_phone_error_rate_39_argmax']:.1f}%)"
         )
 
 

@@ -68,6 +68,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"  # fp32, tf32 (CUDA matmuls), bf16 (autocast)
     checkpoint_seconds: float = 300.0  # mid-epoch checkpoint interval for --resume
+    tune_decoder: bool = True  # after training, tune Viterbi smoothing on dev (PER)
 
     @property
     def window(self) -> int:
@@ -337,27 +338,46 @@ def make_optimizer(model: PhoneLSTM, config: TrainConfig) -> torch.optim.Optimiz
 
 
 @torch.no_grad()
-def frame_accuracies(model: PhoneLSTM, split, device: torch.device, batch: int = 64) -> dict:
-    """Frame accuracy (61 and folded 39 classes) of whole utterances from a zero state,
-    scored exactly as ``phonelabel evaluate`` scores them."""
-    from phonelabel.metrics import confusion_61, fold_confusion
-
+def split_posteriors(model: PhoneLSTM, split, device: torch.device, batch: int = 64):
+    """(log-posteriors (T, 61) numpy, frame labels (T,)) of every utterance of a split,
+    each from a zero state, target delay honoured (batched by similar length)."""
     model.eval()
     order = sorted(range(len(split.utterances)), key=lambda i: split.utterances[i].frames)
-    confusion = np.zeros((NUM_PHONES, NUM_PHONES), dtype=np.int64)
     for i in range(0, len(order), batch):
         chosen = order[i : i + batch]
         inputs = [
             torch.from_numpy(np.array(split.utterance_features(u))).to(device) for u in chosen
         ]
         for u, log_posteriors in zip(chosen, utterance_log_posteriors(model, inputs), strict=True):
-            predicted = log_posteriors.argmax(-1).cpu().numpy()
-            confusion += confusion_61(split.utterance_labels(u), predicted)
+            yield log_posteriors.float().cpu().numpy(), np.asarray(split.utterance_labels(u))
+
+
+def frame_accuracies(model: PhoneLSTM, split, device: torch.device) -> dict:
+    """Frame accuracy (61 and folded 39 classes), scored exactly as ``evaluate`` scores."""
+    from phonelabel.metrics import confusion_61, fold_confusion
+
+    confusion = np.zeros((NUM_PHONES, NUM_PHONES), dtype=np.int64)
+    for log_posteriors, labels in split_posteriors(model, split, device):
+        confusion += confusion_61(labels, log_posteriors.argmax(-1))
     scored = int(confusion.sum())
     return {
         "frame_accuracy_61": float(np.trace(confusion)) / max(scored, 1),
         "frame_accuracy_39": fold_confusion(confusion).accuracy or 0.0,
         "frames": scored,
+    }
+
+
+def tune_decoder_on(model: PhoneLSTM, split, device: torch.device) -> dict[str, Any]:
+    """Viterbi smoothing parameters with the lowest 39-class PER on ``split`` (dev)."""
+    from phonelabel.decode import phone_error_rate, tune_decoder
+
+    posteriors, references = zip(*split_posteriors(model, split, device), strict=True)
+    params = tune_decoder(posteriors, references)
+    return {
+        **params.to_dict(),
+        "tuned_on": "dev",
+        "dev_phone_error_rate_39": phone_error_rate(posteriors, references, params),
+        "dev_phone_error_rate_39_argmax": phone_error_rate(posteriors, references, smooth=False),
     }
 
 
@@ -592,6 +612,9 @@ def train(
             break
     model.load_state_dict(load_state_dict(out / "model.pt", device))
     model.eval()
+    if dev_split is not None and config.tune_decoder:
+        trained.decoder = tune_decoder_on(model, dev_split, device)
+        save_model(out, trained)
     return trained
 
 

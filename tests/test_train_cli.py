@@ -50,6 +50,10 @@ def test_train_learns_and_writes_a_complete_model_dir(tone_model):
     assert trained.model.config.hidden == 48
     assert trained.feature.kind == "mfcc" and len(trained.stats["mean"]) == 39
     assert (tone_model / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the Viterbi smoothing was tuned on dev, and is no worse there than argmax
+    decoder = trained.decoder
+    assert decoder["tuned_on"] == "dev" and decoder["min_duration"] >= 1
+    assert decoder["dev_phone_error_rate_39"] <= decoder["dev_phone_error_rate_39_argmax"]
 
 
 def test_same_seed_gives_identical_weights(tone_store, tmp_path):
