@@ -41,9 +41,11 @@ def test_store_round_trip(tone_corpus, tmp_path):
         "train": (4, 24),
         "dev": (2, 12),
         "test": (2, 12),
+        "full_test": (4, 24),
     }
     store = open_store(tmp_path / "feat")
-    assert store.config == FeatureConfig() and store.split_names == ["train", "dev", "test"]
+    assert store.config == FeatureConfig()
+    assert store.split_names == ["train", "dev", "test", "full_test"]
     info = json.loads((tmp_path / "feat" / "store.json").read_text())
     assert info["phones"][27] == "h#" and info["corpus"] == str(tone_corpus.resolve())
     header = (tmp_path / "feat" / "train" / "utterances.tsv").read_text().splitlines()[0]
@@ -146,10 +148,16 @@ def test_interrupted_featurize_keeps_the_previous_store(tone_corpus, tmp_path):
     fresh = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt):
         featurize(tone_corpus, fresh, jobs=1, on_progress=interrupt)
-    assert not any((fresh / split).exists() for split in ("train", "dev", "test"))
+    assert not any((fresh / split).exists() for split in ("train", "dev", "test", "full_test"))
     (fresh / ".train.killed.tmp").mkdir()
     featurize(tone_corpus, fresh, jobs=1)
-    assert sorted(p.name for p in fresh.iterdir()) == ["dev", "store.json", "test", "train"]
+    assert sorted(p.name for p in fresh.iterdir()) == [
+        "dev",
+        "full_test",
+        "store.json",
+        "test",
+        "train",
+    ]
 
 
 def _good(speaker_dir: Path, name: str, rng: np.random.Generator) -> None:

@@ -138,12 +138,14 @@ def test_timit_protocol_split_sizes(tmp_path):
     for speaker in ["maaa0", "mbbb0", "fccc0"]:
         _touch_speaker(tmp_path, "TRAIN", speaker, TIMIT_UTTERANCES)
     splits = assign_splits(find_utterances(tmp_path))
-    assert {k: len(v) for k, v in splits.items()} == {"train": 24, "dev": 400, "test": 192}
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sizes == {"train": 24, "dev": 400, "test": 192, "full_test": 76 * 8}
     assert {u.speaker for u in splits["dev"]} == set(dev)
     assert {u.speaker for u in splits["test"]} == set(core)
     assert not any(u.is_sa for split in splits.values() for u in split)
     with_sa = assign_splits(find_utterances(tmp_path), include_sa=True)
-    assert {k: len(v) for k, v in with_sa.items()} == {"train": 30, "dev": 500, "test": 240}
+    sizes = {k: len(v) for k, v in with_sa.items()}
+    assert sizes == {"train": 30, "dev": 500, "test": 240, "full_test": 76 * 10}
 
 
 def test_other_trees_split_test_speakers_into_dev_and_test(tmp_path):
@@ -154,5 +156,8 @@ def test_other_trees_split_test_speakers_into_dev_and_test(tmp_path):
     dev_speakers = {u.speaker for u in splits["dev"]}
     test_speakers = {u.speaker for u in splits["test"]}
     assert len(dev_speakers) == 3 and len(test_speakers) == 2
+    assert {u.utt_id for u in splits["full_test"]} == {
+        u.utt_id for u in splits["dev"] + splits["test"]
+    }
     assert not dev_speakers & test_speakers  # by speaker, never by utterance
     assert len(splits["dev"]) + len(splits["test"]) == 15 and len(splits["train"]) == 1

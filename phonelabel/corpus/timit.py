@@ -18,7 +18,9 @@ from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX, data_path
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph")
-SPLITS = ("train", "dev", "test")
+# full_test: every TEST-part speaker (TIMIT: 168 speakers, 1,344 utterances without SA), the
+# set Graves & Schmidhuber (2005) and much of the older literature report on.
+SPLITS = ("train", "dev", "test", "full_test")
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ def _speaker_utterances(speaker_dir: Path, part: str, dialect: str) -> list[Utte
 def assign_splits(
     utterances: list[Utterance], include_sa: bool = False
 ) -> dict[str, list[Utterance]]:
-    """Split utterances into train/dev/test by DESIGN.md §5 (see the module docstring)."""
+    """Split utterances into train/dev/test by DESIGN.md §5 (see the module docstring),
+    plus full_test: every utterance of the TEST part."""
     kept = [u for u in utterances if include_sa or not u.is_sa]
     dev_list, core_list = kaldi_speakers("dev_spk.list"), kaldi_speakers("core_test_spk.list")
     speakers = {u.speaker for u in kept}
@@ -141,6 +144,7 @@ def assign_splits(
         dev_speakers = set(test_speakers[0::2])
         splits["dev"] = [u for u in test_part if u.speaker in dev_speakers]
         splits["test"] = [u for u in test_part if u.speaker not in dev_speakers]
+    splits["full_test"] = test_part
     return splits
 
 
