@@ -61,6 +61,159 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @command
+def synth(
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Corpus directory to make (or resume).")
+    ],
+    speakers: Annotated[int, typer.Option(help="Speakers in all (about 30 % go to TEST).")] = 40,
+    utterances_per_speaker: Annotated[int, typer.Option(help="Prompts each speaker reads.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed: byte-identical corpus).")] = 0,
+    jobs: Annotated[
+        Optional[int], typer.Option(help="Worker processes (default: all CPU cores).")
+    ] = None,
+    engines: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated engines: festival, flite (permissive licences). espeak"
+            " (espeak-ng, GPL-3.0, opt-in) is not available yet."
+        ),
+    ] = "festival,flite",
+    noise_snr: Annotated[
+        Optional[str],
+        typer.Option(help="LO,HI: add white noise at an SNR (dB) drawn from this range."),
+    ] = None,
+    speed_perturb: Annotated[
+        float, typer.Option(help="Speed each utterance up or down by up to this (0.1 = 10 %).")
+    ] = 0.0,
+) -> None:
+    """Make a synthetic TIMIT-layout corpus (festival + flite) with exact phone alignments."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from phonelabel.corpus.synth import synthesize
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("synthesising", total=None)
+        report = synthesize(
+            out_dir,
+            speakers=speakers,
+            utterances_per_speaker=utterances_per_speaker,
+            seed=seed,
+            jobs=jobs,
+            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+            noise_snr=_pair(noise_snr, "--noise-snr"),
+            speed_perturb=speed_perturb,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    table = Table(title=f"synthetic corpus {report.out}")
+    for column in ("split", "speakers", "utterances", "minutes", "voices"):
+        table.add_column(column, justify="left" if column in ("split", "voices") else "right")
+    for name, counts in report.splits.items():
+        table.add_row(
+            name,
+            str(counts.speakers),
+            str(counts.utterances),
+            f"{counts.seconds / 60:.1f}",
+            ", ".join(counts.voices),
+        )
+    out.print(table)
+    speed = report.synthesized_seconds / max(report.elapsed_seconds, 1e-9)
+    console.print(
+        f"made {report.synthesized} utterances ({report.synthesized_seconds:.0f} s of audio) in"
+        f" {report.elapsed_seconds:.0f} s ({speed:.1f} s of audio per second);"
+        f" {report.resumed} already there",
+        highlight=False,
+    )
+    for skip in report.skipped:
+        console.print(
+            f"[yellow]skipped[/yellow] {skip.speaker}/{skip.utterance} ({skip.voice}):"
+            f" {skip.reason} — {skip.text!r}",
+            highlight=False,
+        )
+
+
+@command
+def featurize(
+    corpus: Annotated[Path, typer.Argument(help="TIMIT-layout corpus (TRAIN/, TEST/).")],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Feature store to write.")],
+    kind: Annotated[
+        str, typer.Option(help="mfcc (13 + deltas = 39 dims) or fbank (40 + deltas = 120).")
+    ] = "mfcc",
+    normalization: Annotated[
+        str,
+        typer.Option(help="speaker (per-speaker mean/variance) or global (train split's)."),
+    ] = "speaker",
+    jobs: Annotated[
+        Optional[int], typer.Option(help="Worker processes (default: all CPU cores).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite the store even if it is up to date.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first bad utterance instead of skipping.")
+    ] = False,
+    include_sa: Annotated[
+        bool, typer.Option("--include-sa", help="Keep the SA1/SA2 sentences (TIMIT excludes them).")
+    ] = False,
+) -> None:
+    """Turn a corpus into 10 ms feature frames and frame labels (a memory-mapped store)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from phonelabel.features import FeatureConfig
+    from phonelabel.store import featurize as featurize_corpus
+
+    config = FeatureConfig(kind=kind, normalization=normalization)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("featurizing", total=None)
+        report = featurize_corpus(
+            corpus,
+            out_dir,
+            config,
+            jobs=jobs,
+            force=force,
+            strict=strict,
+            include_sa=include_sa,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    table = Table(title=f"feature store {report.out}")
+    for column in ("split", "speakers", "utterances", "frames", "hours", "skipped"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for name, split in report.splits.items():
+        table.add_row(
+            name,
+            str(split.speakers),
+            str(split.utterances),
+            str(split.frames),
+            f"{split.hours:.2f}",
+            str(len(split.skipped)),
+        )
+    out.print(table)
+    console.print(
+        f"{config.kind}, {config.dim} dims, {config.normalization} normalisation;"
+        f" resampled {report.resampled}, downmixed {report.downmixed},"
+        f" not in any split (SA / off-list speakers) {report.excluded}",
+        highlight=False,
+    )
+    for utt_id, reason in report.skipped:
+        console.print(f"[yellow]skipped[/yellow] {utt_id}: {reason}", highlight=False)
+    if report.noop:
+        console.print("up to date (same corpus files and config): nothing done; --force rewrites")
+
+
+@command
 def train(
     features: Annotated[
         Path, typer.Argument(help="Feature store written by `phonelabel featurize`.")
@@ -306,159 +459,6 @@ def _pair(text: str | None, option: str) -> tuple[float, float] | None:
     except ValueError:
         raise PhonelabelError(f"{option} {text!r}: expected LO,HI (e.g. 10,30)") from None
     return low, high
-
-
-@command
-def synth(
-    out_dir: Annotated[
-        Path, typer.Argument(metavar="OUT", help="Corpus directory to make (or resume).")
-    ],
-    speakers: Annotated[int, typer.Option(help="Speakers in all (about 30 % go to TEST).")] = 40,
-    utterances_per_speaker: Annotated[int, typer.Option(help="Prompts each speaker reads.")] = 10,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed: byte-identical corpus).")] = 0,
-    jobs: Annotated[
-        Optional[int], typer.Option(help="Worker processes (default: all CPU cores).")
-    ] = None,
-    engines: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated engines: festival, flite (permissive licences). espeak"
-            " (espeak-ng, GPL-3.0, opt-in) is not available yet."
-        ),
-    ] = "festival,flite",
-    noise_snr: Annotated[
-        Optional[str],
-        typer.Option(help="LO,HI: add white noise at an SNR (dB) drawn from this range."),
-    ] = None,
-    speed_perturb: Annotated[
-        float, typer.Option(help="Speed each utterance up or down by up to this (0.1 = 10 %).")
-    ] = 0.0,
-) -> None:
-    """Make a synthetic TIMIT-layout corpus (festival + flite) with exact phone alignments."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-    from rich.table import Table
-
-    from phonelabel.corpus.synth import synthesize
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("synthesising", total=None)
-        report = synthesize(
-            out_dir,
-            speakers=speakers,
-            utterances_per_speaker=utterances_per_speaker,
-            seed=seed,
-            jobs=jobs,
-            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
-            noise_snr=_pair(noise_snr, "--noise-snr"),
-            speed_perturb=speed_perturb,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
-    table = Table(title=f"synthetic corpus {report.out}")
-    for column in ("split", "speakers", "utterances", "minutes", "voices"):
-        table.add_column(column, justify="left" if column in ("split", "voices") else "right")
-    for name, counts in report.splits.items():
-        table.add_row(
-            name,
-            str(counts.speakers),
-            str(counts.utterances),
-            f"{counts.seconds / 60:.1f}",
-            ", ".join(counts.voices),
-        )
-    out.print(table)
-    speed = report.synthesized_seconds / max(report.elapsed_seconds, 1e-9)
-    console.print(
-        f"made {report.synthesized} utterances ({report.synthesized_seconds:.0f} s of audio) in"
-        f" {report.elapsed_seconds:.0f} s ({speed:.1f} s of audio per second);"
-        f" {report.resumed} already there",
-        highlight=False,
-    )
-    for skip in report.skipped:
-        console.print(
-            f"[yellow]skipped[/yellow] {skip.speaker}/{skip.utterance} ({skip.voice}):"
-            f" {skip.reason} — {skip.text!r}",
-            highlight=False,
-        )
-
-
-@command
-def featurize(
-    corpus: Annotated[Path, typer.Argument(help="TIMIT-layout corpus (TRAIN/, TEST/).")],
-    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Feature store to write.")],
-    kind: Annotated[
-        str, typer.Option(help="mfcc (13 + deltas = 39 dims) or fbank (40 + deltas = 120).")
-    ] = "mfcc",
-    normalization: Annotated[
-        str,
-        typer.Option(help="speaker (per-speaker mean/variance) or global (train split's)."),
-    ] = "speaker",
-    jobs: Annotated[
-        Optional[int], typer.Option(help="Worker processes (default: all CPU cores).")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Rewrite the store even if it is up to date.")
-    ] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Stop at the first bad utterance instead of skipping.")
-    ] = False,
-    include_sa: Annotated[
-        bool, typer.Option("--include-sa", help="Keep the SA1/SA2 sentences (TIMIT excludes them).")
-    ] = False,
-) -> None:
-    """Turn a corpus into 10 ms feature frames and frame labels (a memory-mapped store)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-    from rich.table import Table
-
-    from phonelabel.features import FeatureConfig
-    from phonelabel.store import featurize as featurize_corpus
-
-    config = FeatureConfig(kind=kind, normalization=normalization)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("featurizing", total=None)
-        report = featurize_corpus(
-            corpus,
-            out_dir,
-            config,
-            jobs=jobs,
-            force=force,
-            strict=strict,
-            include_sa=include_sa,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
-    table = Table(title=f"feature store {report.out}")
-    for column in ("split", "speakers", "utterances", "frames", "hours", "skipped"):
-        table.add_column(column, justify="left" if column == "split" else "right")
-    for name, split in report.splits.items():
-        table.add_row(
-            name,
-            str(split.speakers),
-            str(split.utterances),
-            str(split.frames),
-            f"{split.hours:.2f}",
-            str(len(split.skipped)),
-        )
-    out.print(table)
-    console.print(
-        f"{config.kind}, {config.dim} dims, {config.normalization} normalisation;"
-        f" resampled {report.resampled}, downmixed {report.downmixed},"
-        f" not in any split (SA / off-list speakers) {report.excluded}",
-        highlight=False,
-    )
-    for utt_id, reason in report.skipped:
-        console.print(f"[yellow]skipped[/yellow] {utt_id}: {reason}", highlight=False)
-    if report.noop:
-        console.print("up to date (same corpus files and config): nothing done; --force rewrites")
 
 
 @command
