@@ -431,7 +431,9 @@ def featurize(
     found = find_utterances(corpus)
     splits = assign_splits(found, include_sa=include_sa)
     work = [(name, u) for name in SPLITS for u in splits[name]]
-    utterances = [u for _, u in work]
+    # full_test shares its utterances with dev and test: featurize each utterance once.
+    utterances = list({u.utt_id: u for _, u in work}.values())
+    in_full_test = {u.utt_id for u in splits["full_test"]}
     fingerprint = _fingerprint(corpus, utterances, config, include_sa)
     if (
         not force
@@ -445,7 +447,7 @@ def featurize(
         raise PhonelabelError(f"{corpus}: no utterance falls in any split (train/dev/test)")
     jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
 
-    report = FeaturizeReport(corpus, out, config, {}, excluded=len(found) - len(work))
+    report = FeaturizeReport(corpus, out, config, {}, excluded=len(found) - len(utterances))
     with ExitStack() as stack:
         writers = {
             name: _SplitWriter(name, stack.enter_context(atomic_dir(out / name)), config.dim)
@@ -456,8 +458,13 @@ def featurize(
         chunks = _results(utterances, config, jobs)
         stack.callback(chunks.close)  # stops the worker pool at once on an error
         done = 0
-        results = (result for chunk in chunks for result in chunk)
-        for (name, utt), result in zip(work, results, strict=True):
+        fresh = (result for chunk in chunks for result in chunk)
+        cache: dict[str, _Result] = {}
+        for name, utt in work:
+            repeated = utt.utt_id in cache
+            result = cache.pop(utt.utt_id) if repeated else next(fresh)
+            if not repeated and name != "full_test" and utt.utt_id in in_full_test:
+                cache[utt.utt_id] = result
             done += 1
             if result.reason is not None:
                 if strict:
@@ -465,8 +472,8 @@ def featurize(
                 writers[name].report.skipped.append((utt.utt_id, result.reason))
             else:
                 writers[name].add(utt, result)
-                report.resampled += result.resampled
-                report.downmixed += result.downmixed
+                report.resampled += 0 if repeated else result.resampled
+                report.downmixed += 0 if repeated else result.downmixed
             if on_progress is not None:
                 on_progress(done, len(work))
         # statistics from the training split; a corpus without one falls back to all frames
@@ -474,7 +481,7 @@ def featurize(
         if writers["train"].frames:
             stats = global_stats(writers["train"].raw_features())
         else:
-            raws = [w.raw_features() for w in writers.values() if w.frames]
+            raws = [w.raw_features() for n, w in writers.items() if w.frames and n != "full_test"]
             if not raws:
                 raise PhonelabelError(f"{corpus}: no utterance could be featurized")
             stats = global_stats(np.concatenate(raws))

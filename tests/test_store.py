@@ -46,6 +46,16 @@ def test_store_round_trip(tone_corpus, tmp_path):
     store = open_store(tmp_path / "feat")
     assert store.config == FeatureConfig()
     assert store.split_names == ["train", "dev", "test", "full_test"]
+    # full_test holds every TEST utterance, featurized once and identical to dev/test's
+    full = store.split("full_test")
+    by_id = {u.utt_id: i for i, u in enumerate(full.utterances)}
+    for name in ("dev", "test"):
+        split = store.split(name)
+        for i, utt in enumerate(split.utterances):
+            j = by_id.pop(utt.utt_id)
+            np.testing.assert_array_equal(split.utterance_features(i), full.utterance_features(j))
+            np.testing.assert_array_equal(split.utterance_labels(i), full.utterance_labels(j))
+    assert by_id == {}
     info = json.loads((tmp_path / "feat" / "store.json").read_text())
     assert info["phones"][27] == "h#" and info["corpus"] == str(tone_corpus.resolve())
     header = (tmp_path / "feat" / "train" / "utterances.tsv").read_text().splitlines()[0]
