@@ -679,7 +679,7 @@ def demo(
         ("labelled test recording (TextGrid)", report.textgrid),
         ("spectrogram with phones", report.spectrogram),
     ):
-        out.print(f"{what:<36} {where}")
+        out.print(f"{what:<36} {where}", soft_wrap=True, highlight=False)
     total = sum(report.seconds.values())
     out.print(
         f"done in {total / 60:.1f} min  ("
