@@ -527,6 +527,8 @@ def train(
         dev_split = None
     _check_labels(np.asarray(train_split.labels), f"{features}/train/labels.npy")
     device = resolve_device(config.device)
+    if config.precision == "bf16" and device.type != "cuda":
+        raise PhonelabelError("--precision bf16 needs a CUDA GPU (use fp32 on the CPU)")
     if config.precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 

@@ -137,6 +137,7 @@ def test_existing_output_is_never_overwritten(tone_model, tone_store):
         (["--k1", "20", "--k2", "10"], "--k2 (10) must be >= --k1 (20)"),
         (["--device", "cuda"], "CUDA"),
         (["--optimizer", "rmsprop"], "unknown optimizer"),
+        (["--device", "cpu", "--precision", "bf16"], "bf16 needs a CUDA GPU"),
     ],
 )
 def test_bad_options_are_one_line_errors(tone_store, tmp_path, extra, message):
@@ -173,3 +174,22 @@ def test_divergence_stops_with_a_clear_message(tone_store, tmp_path):
     assert "diverged" in result.output and "Traceback" not in result.output
     if (out / "model.pt").exists():  # whatever was kept is a good (finite) model
         assert all(torch.isfinite(t).all() for t in weights(out).values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_training_matches_cpu_scoring(tone_store, tmp_path, precision):
+    out = tmp_path / "m"
+    args = ["train", str(tone_store), "--out", str(out), *SMALL, "--epochs", "3"]
+    result = runner.invoke(app, [*args, "--device", "cuda", "--precision", precision])
+    assert result.exit_code == 0, result.output
+    assert load_model(out).training["device_used"].startswith("cuda")
+    best = max(r["dev_frame_accuracy_61"] for r in history(out))
+    assert best > 0.4
+    from phonelabel.evaluate import evaluate
+
+    on_gpu, on_cpu = (
+        evaluate(out, tone_store, "dev", "cuda"),
+        evaluate(out, tone_store, "dev", "cpu"),
+    )
+    assert abs(on_gpu.frame_accuracy_61 - on_cpu.frame_accuracy_61) < 0.01
