@@ -480,8 +480,15 @@ def output_dir(out: str | Path) -> Path:
     return out
 
 
-def output_name(source: str | Path, fmt: str) -> str:
-    return Path(source).stem + EXTENSIONS[fmt]
+def output_names(sources: list[str], fmt: str) -> list[Path]:
+    """``<stem><ext>`` per input; where stems collide (TIMIT's SX sentences are read by many
+    speakers), the inputs' folders below their common parent, mirrored."""
+    names = [Path(Path(p).stem + EXTENSIONS[fmt]) for p in sources]
+    if len(set(names)) < len(names):
+        folders = [Path(p).resolve().parent for p in sources]
+        base = Path(os.path.commonpath(folders))
+        names = [f.relative_to(base) / n for f, n in zip(folders, names, strict=True)]
+    return names
 
 
 def label_files(
@@ -501,9 +508,9 @@ def label_files(
     check_format(fmt)
     paths = [str(p) for p in paths]
     directory = output_dir(out) if out is not None else None
-    names = [output_name(p, fmt) for p in paths]
+    names = output_names(paths, fmt)
     if directory is not None and len(set(names)) < len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = sorted({str(n) for n in names if names.count(n) > 1})
         raise PhonelabelError(f"{directory}: several inputs would write {', '.join(twice)}")
     for path, name in zip(paths, names, strict=True):
         try:
@@ -517,13 +524,15 @@ def label_files(
             )
             if directory is not None:
                 result.output = directory / name
+                result.output.parent.mkdir(parents=True, exist_ok=True)
                 write_segments(
                     result.segments, fmt, result.output, result.duration, result.metadata
                 )
             if plot:
                 from phonelabel.plot import plot_audio_file
 
-                result.plot = (directory or Path.cwd()) / (Path(path).stem + ".png")
+                result.plot = (directory or Path.cwd()) / name.with_suffix(".png")
+                result.plot.parent.mkdir(parents=True, exist_ok=True)
                 plot_audio_file(path, {"phones": result.segments}, result.plot)
             yield result
         except PhonelabelError as error:

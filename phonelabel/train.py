@@ -556,7 +556,11 @@ def train(
         feature=store.config,
         stats=store.stats,
         training=dict(
-            asdict(config), features=str(Path(features).resolve()), device_used=str(device)
+            asdict(config),
+            lr=config.learning_rate,  # the values used, not the 0 = default markers
+            k2=config.window,
+            features=str(Path(features).resolve()),
+            device_used=str(device),
         ),
         directory=out,
     )
@@ -567,7 +571,12 @@ def train(
     def save_checkpoint(state: State | None) -> None:
         _save_checkpoint(out, model, optimizer, run, config, state)
 
-    while run.epoch < config.epochs:
+    def finished() -> bool:  # also true when resuming a run that already stopped early
+        return run.epoch >= config.epochs or (
+            dev_split is not None and run.bad_epochs >= config.patience
+        )
+
+    while not finished():
         order = np.random.default_rng([config.seed, run.epoch]).permutation(len(lengths))
         schedule = build_schedule(offsets, lengths, order, config).to(device)
         if run.step == 0 or stream_state is None:
@@ -610,8 +619,6 @@ def train(
                     record,
                 )
             )
-        if dev_split is not None and run.bad_epochs >= config.patience:
-            break
     model.load_state_dict(load_state_dict(out / "model.pt", device))
     model.eval()
     if dev_split is not None and config.tune_decoder:

@@ -32,6 +32,7 @@ from phonelabel.label import (
     label_file,
     label_stream,
     load_labeller,
+    output_names,
 )
 from phonelabel.metrics import BoundaryCounts
 from phonelabel.model import ModelConfig, PhoneLSTM, utterance_log_posteriors
@@ -331,14 +332,49 @@ def test_label_from_stdin_prints_lines(tmp_path, random_model):
     assert result.exit_code == 2 and "needs the whole recording" in result.stderr
 
 
-def test_default_model_is_the_shipped_one_or_a_clear_error():
-    try:
-        directory = default_model_dir()
-    except PhonelabelError as error:
-        assert "no default model is installed" in str(error) and "--model" in str(error)
-    else:
-        assert (directory / "config.json").is_file()
-        assert load_labeller(None, "cpu").trained.directory == directory
+def test_shipped_default_model_labels_unseen_voices(tmp_path, synth_corpus):
+    """`phonelabel label` with no --model uses models/default, and it is a trained model:
+    on the synth corpus's held-out voices most frames agree with the reference .PHN."""
+    directory = default_model_dir()
+    assert load_labeller(None, "cpu").trained.directory == directory
+    wavs = sorted((synth_corpus / "TEST").rglob("*.WAV"))
+    out = tmp_path / "labels"
+    result = runner.invoke(app, ["label", *map(str, wavs), "--out", str(out), "-f", "phn"])
+    assert result.exit_code == 0, result.output
+    agree = total = 0
+    for wav, name in zip(wavs, output_names([str(w) for w in wavs], "phn"), strict=True):
+        hypothesis = read_phn(out / name)
+        reference = read_phn(wav.with_suffix(".PHN"))
+        assert hypothesis[0].start == 0 and hypothesis[-1].end == pytest.approx(reference[-1].end)
+        centres = np.arange(200, reference[-1].end * 16000, 160) / 16000  # frame centres, s
+        agree += int(np.sum(_labels_at(hypothesis, centres) == _labels_at(reference, centres)))
+        total += len(centres)
+    assert agree / total > 0.45  # chance (the commonest phone) is under 0.2; measured ~0.6
+
+
+def test_inputs_with_the_same_name_mirror_their_folders(tmp_path, tone_model):
+    audio, _ = tone_utterance(np.random.default_rng(3))
+    for speaker in ("FAAA0", "MBBB0"):
+        (tmp_path / "in" / speaker).mkdir(parents=True)
+        soundfile.write(tmp_path / "in" / speaker / "SX1.wav", audio, 16000)
+    wavs = sorted(str(p) for p in (tmp_path / "in").rglob("*.wav"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["label", *wavs, "--model", str(tone_model), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.phn")) == [
+        "FAAA0/SX1.phn",
+        "MBBB0/SX1.phn",
+    ]
+    result = runner.invoke(
+        app, ["label", wavs[0], wavs[0], "--model", str(tone_model), "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "several inputs would write SX1.phn" in result.stderr
+
+
+def _labels_at(segments, samples: np.ndarray) -> np.ndarray:
+    ends = np.array([segment.end for segment in segments])
+    names = np.array([segment.phone for segment in segments])
+    return names[np.minimum(np.searchsorted(ends, samples, side="right"), len(names) - 1)]
 
 
 def test_label_plot_and_plot_command_write_pngs(tmp_path, tone_corpus, tone_model):
