@@ -1,9 +1,8 @@
 """Labelling speed: real-time factor of `phonelabel label` on one CPU core (DESIGN.md §8).
 
-Writes a 10-minute 16 kHz WAV of chord-and-noise "phones", builds a default-size model
-(2 x 256 LSTM, 39-dim MFCC input; random weights with a sharpened output layer, so the
-posteriors are peaky like a trained model's; the LSTM's speed does not depend on them)
-and times ``label_file`` end to end (wall clock, and CPU time for a busy machine): block
+Writes a 10-minute 16 kHz WAV of chord-and-noise "phones", loads the shipped default model
+(2 x 256 LSTM, 39-dim MFCC input; or with --random-model a random one of any size, its
+output layer sharpened so the posteriors are peaky like a trained model's) and times ``label_file`` end to end (wall clock, and CPU time for a busy machine): block
 reading, features (one pass for the statistics, reused by the second for files up to
 20 min), LSTM with state carried across blocks, incremental Viterbi, segments. Then each
 stage alone. RTF = processing seconds / audio seconds; the target is <= 0.01.
@@ -24,7 +23,7 @@ import numpy as np
 import soundfile
 import torch
 
-from phonelabel.decode import DecoderParams, ViterbiDecoder
+from phonelabel.decode import ViterbiDecoder
 from phonelabel.features import FeatureConfig, compute_features, global_stats, normalize
 from phonelabel.label import PosteriorStream, label_file, load_labeller
 from phonelabel.model import ModelConfig, PhoneLSTM
@@ -61,6 +60,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="audio length")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one core)")
+    parser.add_argument(
+        "--random-model",
+        action="store_true",
+        help="time a random model of --hidden x --layers instead of the shipped default",
+    )
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--no-smooth", action="store_true", help="argmax instead of Viterbi")
@@ -74,11 +78,17 @@ def main() -> None:
         wav = Path(temp) / "long.wav"
         soundfile.write(wav, samples, RATE, subtype="PCM_16")
         stats = global_stats(compute_features(samples[: 60 * RATE], config))
-        model = PhoneLSTM(ModelConfig(input_dim=config.dim, hidden=args.hidden, layers=args.layers))
-        with torch.no_grad():  # peaky posteriors, as a trained model's, so Viterbi paths merge
-            model.output.weight.mul_(30)
-        save_model(Path(temp) / "model", TrainedModel(model.eval(), config, stats))
-        labeller = load_labeller(Path(temp) / "model", "cpu", smooth=not args.no_smooth)
+        if args.random_model:
+            model = PhoneLSTM(
+                ModelConfig(input_dim=config.dim, hidden=args.hidden, layers=args.layers)
+            )
+            with torch.no_grad():  # peaky posteriors, as a trained model's: Viterbi paths merge
+                model.output.weight.mul_(30)
+            save_model(Path(temp) / "model", TrainedModel(model.eval(), config, stats))
+            labeller = load_labeller(Path(temp) / "model", "cpu", smooth=not args.no_smooth)
+        else:  # the shipped model and its tuned decoder
+            labeller = load_labeller(None, "cpu", smooth=not args.no_smooth)
+            config = labeller.trained.feature
 
         label_file(wav, labeller, block_seconds=5.0)  # warm-up (allocations, caches)
         cpu_start = time.process_time()
@@ -96,7 +106,7 @@ def main() -> None:
             return np.concatenate(blocks + [stream.finish()])
 
         log_posteriors, lstm_seconds = timed(posteriors)
-        decoder = ViterbiDecoder(DecoderParams(), check_every=100)  # as label_file
+        decoder = ViterbiDecoder(labeller.params, check_every=100)  # as label_file
 
         def viterbi() -> np.ndarray:
             blocks = [
@@ -111,7 +121,8 @@ def main() -> None:
     report = {
         "audio_seconds": audio,
         "threads": torch.get_num_threads(),
-        "model": f"{args.layers}x{args.hidden}, input {config.dim}",
+        "model": str(labeller.trained.directory) if not args.random_model else "random",
+        "shape": f"{labeller.trained.model.config.layers}x{labeller.trained.model.config.hidden}",
         "decoder": "argmax" if args.no_smooth else "viterbi",
         "segments": len(labelled.segments),
         "label_file_seconds": round(total, 3),

@@ -79,6 +79,7 @@ def _head(schedule, steps):
         y_index=schedule.y_index[:steps],
         reset=schedule.reset[:steps],
         frames=schedule.frames[:steps],
+        widths=None if schedule.widths is None else schedule.widths[:steps],
     )
 
 

@@ -7,9 +7,10 @@ PhonelabelError becomes one red line and exit code 2, anything else exit code 1.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path  # noqa: F401  (used by the commands below)
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -43,6 +44,30 @@ def _root(
     """Framewise TIMIT phone labelling with a unidirectional LSTM (truncated BPTT)."""
 
 
+def print_error(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    print_error(message)
+    raise typer.Exit(2)
+
+
+def _check_output(path: Path | None, directory: bool = False) -> None:
+    """Refuse an output path that cannot be written before the work, not after it."""
+    if path is None:
+        return
+    if directory and path.exists() and not path.is_dir():
+        raise PhonelabelError(f"{path}: exists and is not a directory")
+    if not directory and path.is_dir():
+        raise PhonelabelError(f"{path}: is a directory (give a file name)")
+    parent = path if directory and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PhonelabelError(f"{path}: cannot write there ({parent} is not a writable directory)")
+
+
 def command(function: Callable[..., Any]) -> Callable[..., Any]:
     """Register a command; a PhonelabelError in it becomes one red line and exit code 2."""
 
@@ -51,13 +76,28 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return function(*args, **kwargs)
         except PhonelabelError as error:
-            console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            fail(str(error))
+        except OSError as error:  # a path the user gave that cannot be read or written
+            where = f"{error.filename}: " if error.filename else ""
+            fail(f"{where}{error.strerror or error}")
 
     return app.command()(wrapper)
 
 
 # --- commands (each section: one command, a thin wrapper over the library) ---------------
+
+
+def _count_progress():
+    """A bar counting items (utterances) done of a total, with the time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 @command
@@ -87,18 +127,11 @@ def synth(
     ] = 0.0,
 ) -> None:
     """Make a synthetic TIMIT-layout corpus (festival + flite) with exact phone alignments."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
     from rich.table import Table
 
     from phonelabel.corpus.synth import synthesize
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with _count_progress() as progress:
         task = progress.add_task("synthesising", total=None)
         report = synthesize(
             out_dir,
@@ -163,20 +196,13 @@ def featurize(
     ] = False,
 ) -> None:
     """Turn a corpus into 10 ms feature frames and frame labels (a memory-mapped store)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
     from rich.table import Table
 
     from phonelabel.features import FeatureConfig
     from phonelabel.store import featurize as featurize_corpus
 
     config = FeatureConfig(kind=kind, normalization=normalization)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with _count_progress() as progress:
         task = progress.add_task("featurizing", total=None)
         report = featurize_corpus(
             corpus,
@@ -360,7 +386,9 @@ def evaluate(
         Path,
         typer.Argument(help="Feature store, or a TIMIT-layout corpus (audio + .PHN) to featurize."),
     ],
-    split: Annotated[str, typer.Option(help="Split to score: train, dev or test.")] = "test",
+    split: Annotated[
+        str, typer.Option(help="Split to score: train, dev, test (TIMIT core test) or full_test.")
+    ] = "test",
     json_file: Annotated[
         Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")
     ] = None,
@@ -383,6 +411,8 @@ def evaluate(
     from phonelabel import evaluate as evaluation
     from phonelabel.fileio import write_json
 
+    _check_output(json_file)
+    _check_output(plots, directory=True)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"scoring {split}", total=None)
         result = evaluation.evaluate(
@@ -479,12 +509,17 @@ def label(
         typer.Option(
             "--format",
             "-f",
-            help="phn, textgrid, json or csv (default phn; a table on a terminal).",
+            help="phn (TIMIT: sample numbers at the input's own rate), textgrid, json or csv "
+            "(default phn; a table on a terminal).",
         ),
     ] = None,
     out_dir: Annotated[
         Optional[Path],
-        typer.Option("--out", "-o", help="Directory for one <input stem>.<ext> per input."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Directory for one <input stem>.<ext> per input (folders mirrored where stems repeat).",
+        ),
     ] = None,
     smooth: Annotated[
         bool,
@@ -530,7 +565,7 @@ def label(
     if "-" in audio:
         if len(audio) > 1 or out_dir is not None or plot:
             raise PhonelabelError("-: stdin must be the only input, without --out or --plot")
-        formats.stream_lines([], fmt)  # refuse a whole-file-only format before loading
+        formats.check_streamable(fmt)  # before loading the model
         labeller = labelling.load_labeller(model, device, smooth)
         segments = labelling.label_stream(sys.stdin.buffer, labeller)
         if fold39:
@@ -569,7 +604,7 @@ def label(
         ):
             if isinstance(result, labelling.Failure):
                 failed += 1
-                console.print(f"[red]error:[/red] {result.error}", highlight=False, soft_wrap=True)
+                print_error(result.error)
             elif result.output is not None:
                 console.print(
                     f"{result.output}: {len(result.segments)} segments, {result.duration:.2f} s",
@@ -584,9 +619,7 @@ def label(
                     table.add_row(f"{s.start:.3f}", f"{s.end:.3f}", s.phone, confidence)
                 out.print(table)
             else:
-                formats.write_segments(
-                    result.segments, fmt, sys.stdout, result.duration, result.metadata
-                )
+                result.write(fmt, sys.stdout)
             if not isinstance(result, labelling.Failure) and result.plot is not None:
                 console.print(f"{result.plot}: plot", highlight=False)
     if failed:
@@ -617,6 +650,7 @@ def plot(
     """Draw a recording's log-mel spectrogram with its labelled phone segments under it."""
     from phonelabel import label as labelling
 
+    _check_output(output)
     labeller = labelling.load_labeller(model, device, smooth)
     path = labelling.plot_file(audio, labeller, output, reference, fold39, start, end)
     console.print(f"wrote {path}", highlight=False)

@@ -95,14 +95,11 @@ def demo(
     spectrogram = directory / f"{test.utt_id}.png"
 
     def label_stage(progress):
-        from phonelabel.formats import write_segments
         from phonelabel.label import label_file
 
         labelled = label_file(test.audio, labeller)
-        write_segments(
-            labelled.segments, "textgrid", textgrid, labelled.duration, labelled.metadata
-        )
-        plot_file(test.audio, labeller, spectrogram, reference=test.phn)
+        labelled.write("textgrid", textgrid)
+        plot_file(test.audio, labeller, spectrogram, reference=test.phn, labelled=labelled)
 
     run("label a test recording", label_stage)
     return DemoReport(

@@ -158,9 +158,8 @@ def evaluate(
     import torch  # deferred: keeps `phonelabel --help` fast
 
     from phonelabel.decode import DecoderParams, decode_frames
-    from phonelabel.model import utterance_log_posteriors
+    from phonelabel.model import resolve_device, utterance_log_posteriors
     from phonelabel.modeldir import load_model
-    from phonelabel.train import resolve_device
 
     if batch_utterances < 1:
         raise PhonelabelError(f"batch size must be at least 1, got {batch_utterances}")

@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temp path in the target's directory; on success rename it over ``target``."""
+    """Yield a temp path in the target's directory; on success rename it over ``target``.
+
+    The file gets the usual permissions (0666 less the umask; mkstemp's are 0600) and is
+    flushed to disk before the rename, so a crash leaves the old file or the new one.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -22,6 +32,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temp_path = Path(temp)
     try:
         yield temp_path
+        with open(temp_path, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(temp_path, 0o666 & ~_umask())
         os.replace(temp_path, target)
     finally:
         if temp_path.exists():
@@ -50,6 +63,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield temp
+        os.chmod(temp, 0o777 & ~_umask())  # mkdtemp's 0700 -> the usual
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -49,8 +49,8 @@ def _confidence(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def _sample(seconds: float) -> int:
-    return round(seconds * PHN_RATE)
+def _sample(seconds: float, rate: int) -> int:
+    return round(seconds * rate)
 
 
 # --- one segment a line (phn, csv, json lines): also what streaming prints --------------
@@ -60,12 +60,20 @@ def header_line(fmt: str) -> str | None:
     return "start,end,phone,confidence" if fmt == "csv" else None
 
 
-def stream_lines(segments: Iterable[Segment], fmt: str) -> Iterator[str]:
-    """Lines of a line-based format (JSON as JSON Lines), one as each segment arrives."""
+def check_streamable(fmt: str) -> None:
     if fmt not in STREAMABLE:
         raise PhonelabelError(
             f"format {fmt!r} needs the whole recording; stream as {', '.join(STREAMABLE)}"
         )
+
+
+def stream_lines(segments: Iterable[Segment], fmt: str) -> Iterator[str]:
+    """Lines of a line-based format (JSON as JSON Lines), one as each segment arrives."""
+    check_streamable(fmt)
+    return _lines(segments, fmt)
+
+
+def _lines(segments: Iterable[Segment], fmt: str) -> Iterator[str]:
     header = header_line(fmt)
     if header:
         yield header
@@ -73,10 +81,11 @@ def stream_lines(segments: Iterable[Segment], fmt: str) -> Iterator[str]:
         yield segment_line(segment, fmt)
 
 
-def segment_line(segment: Segment, fmt: str) -> str:
-    """One segment as a line of a line-based format (no newline)."""
+def segment_line(segment: Segment, fmt: str, rate: int = PHN_RATE) -> str:
+    """One segment as a line of a line-based format (no newline); ``rate``: the sample
+    rate of .PHN sample numbers (the recording's own, as TIMIT's are)."""
     if fmt == "phn":
-        return f"{_sample(segment.start)} {_sample(segment.end)} {segment.phone}"
+        return f"{_sample(segment.start, rate)} {_sample(segment.end, rate)} {segment.phone}"
     if fmt == "csv":
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="").writerow(
@@ -107,8 +116,10 @@ def format_segments(
     fmt: str,
     duration: float,
     metadata: dict[str, Any] | None = None,
+    rate: int = PHN_RATE,
 ) -> str:
-    """The text of a whole output file; ``duration`` (seconds) bounds the TextGrid."""
+    """The text of a whole output file; ``duration`` (seconds) bounds the TextGrid, ``rate``
+    is the sample rate of .PHN sample numbers."""
     check_format(fmt)
     if fmt == "textgrid":
         return _textgrid(segments, duration)
@@ -117,7 +128,7 @@ def format_segments(
         document["segments"] = [_segment_dict(s) for s in segments]
         return json.dumps(document, indent=1) + "\n"
     header = header_line(fmt)
-    lines = ([header] if header else []) + [segment_line(s, fmt) for s in segments]
+    lines = ([header] if header else []) + [segment_line(s, fmt, rate) for s in segments]
     return "".join(line + "\n" for line in lines)
 
 
@@ -127,9 +138,10 @@ def write_segments(
     path_or_stream: str | Path | IO[str],
     duration: float,
     metadata: dict[str, Any] | None = None,
+    rate: int = PHN_RATE,
 ) -> None:
     """Write a whole file (atomically), or to an open text stream such as ``sys.stdout``."""
-    text = format_segments(segments, fmt, duration, metadata)
+    text = format_segments(segments, fmt, duration, metadata, rate)
     if isinstance(path_or_stream, (str, Path)):
         try:
             write_text(path_or_stream, text)
@@ -189,11 +201,11 @@ _INTERVAL = re.compile(
 )
 
 
-def read_segments(path: str | Path, fmt: str | None = None) -> list[Segment]:
+def read_segments(path: str | Path, fmt: str | None = None, rate: int = PHN_RATE) -> list[Segment]:
     """Segments of a file written by ``write_segments`` (``fmt`` from the extension if None).
 
     TextGrid: the intervals of its first tier, empty ones skipped (no confidence kept).
-    PHN: any labels (61 or folded 39), sample times at 16 kHz (no confidence kept).
+    PHN: any labels (61 or folded 39), sample numbers at ``rate`` (no confidence kept).
     """
     path = Path(path)
     fmt = check_format(fmt or _format_of(path))
@@ -203,7 +215,7 @@ def read_segments(path: str | Path, fmt: str | None = None) -> list[Segment]:
         raise PhonelabelError(f"{path}: cannot read ({error})") from None
     try:
         if fmt == "phn":
-            return read_wrd(path, rate=PHN_RATE)  # the generic "start end label" reader
+            return read_wrd(path, rate=rate)  # the generic "start end label" reader
         if fmt == "textgrid":
             body = text.split("intervals:", 1)[1]
             return [

@@ -37,6 +37,7 @@ from phonelabel.features import (
     normalize,
 )
 from phonelabel.formats import EXTENSIONS, check_format, fold_segments, write_segments
+from phonelabel.model import resolve_device
 from phonelabel.modeldir import TrainedModel, load_model
 
 BLOCK_SECONDS = 10.0  # file blocks: 10 s of audio (160,000 samples) in memory at a time
@@ -61,18 +62,6 @@ def default_model_dir() -> Path:
     return directory
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise PhonelabelError(f"unknown device {device!r} (use auto, cpu or cuda)")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PhonelabelError("--device cuda: no CUDA device is available")
-    return device
-
-
 @dataclass
 class Labeller:
     """A loaded model plus how to decode its output."""
@@ -80,7 +69,7 @@ class Labeller:
     trained: TrainedModel
     params: DecoderParams = field(default_factory=DecoderParams)
     smooth: bool = True
-    device: str = "cpu"
+    device: Any = "cpu"  # a torch.device
 
     @property
     def feature(self) -> FeatureConfig:
@@ -362,6 +351,11 @@ class Labelled:
     plot: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def write(self, fmt: str, path_or_stream: Any) -> None:
+        """Write the segments; .PHN sample numbers at the recording's own rate, as TIMIT's."""
+        rate = self.metadata.get("source_sample_rate", SAMPLE_RATE)
+        write_segments(self.segments, fmt, path_or_stream, self.duration, self.metadata, rate)
+
 
 def label_file(
     path: str | Path,
@@ -525,9 +519,7 @@ def label_files(
             if directory is not None:
                 result.output = directory / name
                 result.output.parent.mkdir(parents=True, exist_ok=True)
-                write_segments(
-                    result.segments, fmt, result.output, result.duration, result.metadata
-                )
+                result.write(fmt, result.output)
             if plot:
                 from phonelabel.plot import plot_audio_file
 
@@ -547,13 +539,15 @@ def plot_file(
     fold39: bool = False,
     start: float = 0.0,
     end: float | None = None,
+    labelled: Labelled | None = None,
 ) -> Path:
-    """Label ``path`` and draw its spectrogram with the segments (and a reference .PHN) under
-    it, from ``start`` to ``end`` seconds (default: ``plot.PLOT_SECONDS`` from ``start``)."""
+    """Label ``path`` (unless ``labelled`` is its result already) and draw its spectrogram with
+    the segments (and a reference .PHN) under it, from ``start`` to ``end`` seconds (default:
+    ``plot.PLOT_SECONDS`` from ``start``)."""
     from phonelabel.corpus.timit import read_phn
     from phonelabel.plot import plot_audio_file
 
-    labelled = label_file(path, labeller)
+    labelled = labelled or label_file(path, labeller)
     tiers = {"model": labelled.segments}
     if reference is not None:
         tiers["reference"] = read_phn(reference)

@@ -211,7 +211,10 @@ def phone_string(frames: np.ndarray) -> list[int]:
 
 
 def phone_errors(reference: np.ndarray, hypothesis: np.ndarray) -> EditCounts:
-    """Edit counts between the phone strings of two (T,) 61-class frame sequences."""
+    """Edit counts between the phone strings of two (T,) 61-class frame sequences; frames
+    the reference leaves unlabelled are dropped from the hypothesis too."""
+    reference, hypothesis = np.asarray(reference), np.asarray(hypothesis)
+    hypothesis = np.where(reference == NO_LABEL, NO_LABEL, hypothesis)
     return align(phone_string(reference), phone_string(hypothesis))
 
 

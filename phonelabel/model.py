@@ -8,10 +8,13 @@ TBPTT(k1, k2 > k1) windows in which an utterance may start mid-window.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from phonelabel.errors import PhonelabelError
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, hidden)
 
@@ -117,3 +120,16 @@ def utterance_log_posteriors(
     x = torch.nn.utils.rnn.pad_sequence(padded, batch_first=True)  # (B, T_max + d, D)
     log_posteriors, _ = model.posteriors(x)  # (B, T_max + d, 61)
     return [log_posteriors[i, delay : delay + len(f)] for i, f in enumerate(utterances)]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (a CUDA GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+        raise PhonelabelError(f"unknown device {name!r} (auto, cpu, cuda or cuda:N)")
+    if name.startswith("cuda"):
+        index = int(name.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise PhonelabelError(f"--device {name}: no such CUDA GPU is available to torch")
+    return torch.device(name)

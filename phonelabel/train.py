@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import NO_LABEL
 from phonelabel.fileio import write_text
-from phonelabel.model import ModelConfig, PhoneLSTM, State, utterance_log_posteriors
+from phonelabel.model import ModelConfig, PhoneLSTM, State, resolve_device, utterance_log_posteriors
 from phonelabel.modeldir import (
     TrainedModel,
     load_state_dict,
@@ -87,11 +87,18 @@ class TrainConfig:
             raise PhonelabelError(f"unknown optimizer {self.optimizer!r} (use adam or sgd)")
         if self.precision not in ("fp32", "tf32", "bf16"):
             raise PhonelabelError(f"unknown precision {self.precision!r} (fp32, tf32 or bf16)")
-        for name in ("hidden", "layers", "batch_streams", "epochs"):
+        for name in ("hidden", "layers", "batch_streams", "epochs", "patience", "lr_patience"):
             if getattr(self, name) < 1:
                 raise PhonelabelError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.delay < 0 or not 0 <= self.dropout < 1 or self.clip < 0:
-            raise PhonelabelError("--delay and --clip must be >= 0 and --dropout in [0, 1)")
+        for name in ("delay", "clip", "clip_value", "lr", "input_noise", "weight_decay"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise PhonelabelError(f"--{name.replace('_', '-')} must be >= 0")
+        if not 0 <= self.dropout < 1:
+            raise PhonelabelError("--dropout must be in [0, 1)")
+        if not 0 <= self.momentum < 1:
+            raise PhonelabelError("momentum must be in [0, 1)")
+        if not self.checkpoint_seconds >= 0:  # 0: after every step
+            raise PhonelabelError("--checkpoint-seconds must be >= 0")
 
 
 # --- the schedule: which frames each stream sees at each step --------------------------
@@ -102,16 +109,23 @@ class Schedule:
     """Per step: frame indices of the window (-1 = padding) and where utterances start.
 
     x_index, y_index: (S, B, W) int64 into the split's frames (y -1 = no loss);
-    reset: (S, B, W) bool, True at an utterance's first frame; frames: (S,) scored frames.
+    reset: (S, B, W) bool, True at an utterance's first frame; frames: (S,) scored frames;
+    widths: (S,) the window frames step s uses (k1 = 0: its longest utterance), or None (all W).
     """
 
     x_index: torch.Tensor
     y_index: torch.Tensor
     reset: torch.Tensor
     frames: np.ndarray
+    widths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def step(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_index, y_index and reset of step ``i``, (B, width) each."""
+        width = self.x_index.shape[2] if self.widths is None else int(self.widths[i])
+        return self.x_index[i, :, :width], self.y_index[i, :, :width], self.reset[i, :, :width]
 
     def to(self, device: torch.device) -> Schedule:
         return replace(
@@ -209,6 +223,7 @@ def _whole_utterance_schedule(
         torch.from_numpy(y_index),
         torch.from_numpy(reset),
         (y_index >= 0).sum(axis=(1, 2)),
+        np.array([lengths[batch].max() + config.delay for batch in batches]),
     )
 
 
@@ -314,16 +329,6 @@ class RunState:
     totals: dict[str, float] = field(default_factory=dict)  # the running epoch's sums
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PhonelabelError("--device cuda asked for, but no CUDA GPU is available to torch")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise PhonelabelError(f"unknown device {name!r} (auto, cpu or cuda)")
-    return torch.device(name)
-
-
 def make_optimizer(model: PhoneLSTM, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
@@ -399,6 +404,12 @@ def _prepare_out(out: Path, resume: bool) -> None:
         raise PhonelabelError(
             f"{out}: already exists and is not empty; use --resume to continue it or another --out"
         )
+    try:  # now, not after the first epoch
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PhonelabelError(
+            f"{out}: cannot create the model directory ({error.strerror})"
+        ) from None
 
 
 class EpochMeter:
@@ -455,17 +466,18 @@ def run_epoch(
     model.train()
     meter = EpochMeter(run.totals, state[0].device)
     autocast = torch.autocast(state[0].device.type, torch.bfloat16, config.precision == "bf16")
-    capture_at = config.k1 or schedule.x_index.shape[-1]  # where the next window starts
     last_checkpoint = time.perf_counter()
     for step in range(run.step, len(schedule)):
         frames = int(schedule.frames[step])
+        x_index, y_index, reset = schedule.step(step)
+        capture_at = config.k1 or x_index.shape[1]  # where the next window starts
         with autocast:
             loss, state, correct = compute_loss(
                 model,
                 data,
-                schedule.x_index[step],
-                schedule.y_index[step],
-                schedule.reset[step],
+                x_index,
+                y_index,
+                reset,
                 state,
                 frames,
                 capture_at,
@@ -549,6 +561,8 @@ def train(
         optimizer.load_state_dict(checkpoint["optimizer"])
         run = RunState(**checkpoint["run"])
         torch.set_rng_state(checkpoint["rng"])
+        if "cuda_rng" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([t.cpu() for t in checkpoint["cuda_rng"]])
         if "stream_state" in checkpoint:
             stream_state = tuple(t.to(device) for t in checkpoint["stream_state"])
     trained = TrainedModel(
@@ -676,6 +690,8 @@ def _save_checkpoint(
         "config": asdict(config),
         "rng": torch.get_rng_state(),
     }
+    if torch.cuda.is_available():  # dropout and input noise on a GPU draw from its generator
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     if stream_state is not None:
         state["stream_state"] = [t.detach().cpu() for t in stream_state]
     save_state_dict(Path(out) / CHECKPOINT, state)

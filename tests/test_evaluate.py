@@ -235,3 +235,15 @@ def test_tone_corpus_fixture_is_what_these_tests_assume(tone_corpus):
     # guards the tests above: q and h# occur, so q handling and the sil ends are exercised
     phn = "".join(p.read_text() for p in tone_corpus.rglob("*.PHN"))
     assert " q\n" in phn and " h#\n" in phn
+
+
+@pytest.mark.parametrize("option", ["--json", "--plots"])
+def test_unwritable_outputs_are_refused_before_scoring(store, tmp_path, option):
+    model = random_model(tmp_path / "m", store)
+    (tmp_path / "a_dir").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    target = tmp_path / ("a_dir" if option == "--json" else "a_file")
+    result = CliRunner().invoke(app, ["evaluate", str(model), str(store), option, str(target)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "frame accuracy" not in result.output
+    assert str(target) in result.output

@@ -142,6 +142,23 @@ def test_resampled_stereo_flac_in_blocks_equals_whole_file(tmp_path, random_mode
     assert_same_segments(labelled.segments, whole_file_segments(path, labeller))
 
 
+def test_phn_sample_numbers_are_at_the_recordings_own_rate(tmp_path, random_model):
+    """A .PHN beside a 44.1 kHz file counts its samples, so the corpus reader reads it back."""
+    import soxr
+
+    path = tmp_path / "u1.wav"
+    soundfile.write(path, soxr.resample(tone_recording(1.5), RATE, 44100), 44100)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["label", str(path), "--model", str(random_model), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = (out / "u1.phn").read_text().split("\n")
+    assert lines[0].startswith("0 ") and lines[-2].split()[1] == str(soundfile.info(path).frames)
+    segments = read_phn(out / "u1.phn", num_samples=soundfile.info(path).frames, rate=44100)
+    labelled = label_file(path, load_labeller(random_model, "cpu"))
+    assert [s.phone for s in segments] == [s.phone for s in labelled.segments]
+    assert max(abs(a.end - b.end) for a, b in zip(segments, labelled.segments, strict=True)) < 1e-4
+
+
 def test_progress_covers_both_passes_of_a_speaker_normalised_model(tmp_path, random_model):
     path = write_wav(tmp_path / "a.wav", tone_recording(2.0))
     calls = []

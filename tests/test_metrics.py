@@ -172,6 +172,12 @@ def test_phone_errors_over_frame_sequences():
     assert counts.error_rate == pytest.approx(2 / 5)
 
 
+def test_hypothesis_frames_in_reference_gaps_are_not_scored():
+    reference = ids("s s - - iy iy")  # a gap in the .PHN: no label
+    hypothesis = ids("s s t t iy iy")  # whatever the model says there is not an insertion
+    assert phone_errors(reference, hypothesis) == EditCounts(0, 0, 0, 2)
+
+
 def test_edit_counts_add_up_over_utterances():
     total = EditCounts(1, 0, 2, 10) + EditCounts(0, 3, 0, 5)
     assert total == EditCounts(1, 3, 2, 15)

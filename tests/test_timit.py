@@ -161,3 +161,22 @@ def test_other_trees_split_test_speakers_into_dev_and_test(tmp_path):
     }
     assert not dev_speakers & test_speakers  # by speaker, never by utterance
     assert len(splits["dev"]) + len(splits["test"]) == 15 and len(splits["train"]) == 1
+
+
+def test_only_sa_numbers_are_sa_sentences(tmp_path):
+    _touch_speaker(tmp_path, "TRAIN", "x_sam", ["SAMPLE01", "SATURDAY", "SA1", "SA12"])
+    found = {u.utt_id: u.is_sa for u in find_utterances(tmp_path)}
+    assert found == {
+        "x_sam_sa1": True,
+        "x_sam_sa12": True,
+        "x_sam_sample01": False,
+        "x_sam_saturday": False,
+    }
+
+
+def test_two_audio_files_for_one_utterance_are_refused(tmp_path):
+    speaker_dir = tmp_path / "TRAIN" / "DR1" / "FAAA0"
+    write_utterance(speaker_dir, "U1", _tone(), [(0, 4000, "h#")])
+    soundfile.write(speaker_dir / "U1.flac", _tone(), RATE)
+    with pytest.raises(PhonelabelError, match="two audio files for utterance 'u1'"):
+        find_utterances(tmp_path)

@@ -44,19 +44,19 @@ def tbptt_step_grads(model, data, schedule, config):
     """Gradients of every step, computed exactly as the trainer does (no update)."""
     state = model.zero_state(config.batch_streams)
     state = (state[0].double(), state[1].double())
-    capture_at = config.k1 or schedule.x_index.shape[-1]
     out = []
     for step in range(len(schedule)):
         model.zero_grad()
+        x_index, y_index, reset = schedule.step(step)
         loss, state, _ = compute_loss(
             model,
             data,
-            schedule.x_index[step],
-            schedule.y_index[step],
-            schedule.reset[step],
+            x_index,
+            y_index,
+            reset,
             state,
             int(schedule.frames[step]),
-            capture_at,
+            config.k1 or x_index.shape[1],
         )
         if schedule.frames[step]:
             loss.backward()
@@ -151,20 +151,18 @@ def test_no_state_leaks_across_utterances(k1, k2):
         schedule = build_schedule(offsets, lengths, np.array(order), config)
         state = model.zero_state(1)
         state = (state[0].double(), state[1].double())
-        capture_at = config.k1 or schedule.x_index.shape[-1]
         collected = {}
         with torch.no_grad():
             for step in range(len(schedule)):
-                x_index = schedule.x_index[step]
+                x_index, y_index, reset = schedule.step(step)
+                capture_at = config.k1 or x_index.shape[1]
                 x = data.features[x_index]
                 if capture_at == x_index.shape[1]:
-                    keep = (~schedule.reset[step][:, 0]).double()[None, :, None]
+                    keep = (~reset[:, 0]).double()[None, :, None]
                     logits, state = model(x, (state[0] * keep, state[1] * keep))
                 else:
-                    logits, state = model.forward_with_resets(
-                        x, state, schedule.reset[step], capture_at
-                    )
-                for t, frame in enumerate(schedule.y_index[step][0].tolist()):
+                    logits, state = model.forward_with_resets(x, state, reset, capture_at)
+                for t, frame in enumerate(y_index[0].tolist()):
                     if frame >= 50:  # the last utterance: frames 50..63
                         collected[frame] = logits[0, t]
         return torch.stack([collected[f] for f in sorted(collected)])
@@ -189,6 +187,11 @@ def test_schedule_trains_every_labelled_frame_exactly_once(k1, k2, delay):
     targets = schedule.y_index[schedule.y_index >= 0]
     assert sorted(targets.tolist()) == list(range(int(lengths.sum())))
     assert int(schedule.frames.sum()) == int(lengths.sum())
+    for step in range(len(schedule)):  # each step's window holds all it scores, no more
+        x_index, y_index, _ = schedule.step(step)
+        assert int((y_index >= 0).sum()) == schedule.frames[step]
+        if k1 == 0:  # whole utterances: cut to the batch's longest, not the split's
+            assert (x_index[:, -1] >= 0).any()
     # the target delay: each scored output sees the input d frames after its label's frame
     x, y = schedule.x_index, schedule.y_index
     scored = y >= 0

@@ -138,6 +138,10 @@ def test_existing_output_is_never_overwritten(tone_model, tone_store):
         (["--device", "cuda"], "CUDA"),
         (["--optimizer", "rmsprop"], "unknown optimizer"),
         (["--device", "cpu", "--precision", "bf16"], "bf16 needs a CUDA GPU"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--lr", "-0.1"], "--lr must be >= 0"),
+        (["--patience", "0"], "--patience must be >= 1"),
+        (["--input-noise", "nan"], "--input-noise must be >= 0"),
     ],
 )
 def test_bad_options_are_one_line_errors(tone_store, tmp_path, extra, message):
@@ -148,6 +152,13 @@ def test_bad_options_are_one_line_errors(tone_store, tmp_path, extra, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "m" / "model.pt").exists()
+
+
+def test_an_out_that_cannot_be_made_is_refused_before_training(tone_store, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    result = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "file" / "m")])
+    assert result.exit_code == 2 and "cannot create the model directory" in result.output
+    assert "Traceback" not in result.output and "epoch" not in result.output
 
 
 def test_not_a_store_is_refused(tmp_path):

@@ -10,6 +10,7 @@ alternately into dev and test, by speaker, never by utterance.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -53,7 +54,7 @@ class Utterance:
     @property
     def is_sa(self) -> bool:
         """SA1/SA2 are read by every speaker; excluded from the splits by default."""
-        return self.utt_id.split("_", 1)[1].startswith("sa")
+        return re.fullmatch(r"sa\d+", self.audio.name.lower().partition(".")[0]) is not None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -104,12 +105,19 @@ def _speaker_utterances(speaker_dir: Path, part: str, dialect: str) -> list[Utte
     files = {p.name.lower(): p for p in speaker_dir.iterdir() if p.is_file()}
     speaker = speaker_dir.name.lower()
     found = []
+    seen: dict[str, Path] = {}
     for name in sorted(files):
         stem, _, suffix = name.partition(".")
         if "." + suffix not in AUDIO_SUFFIXES and suffix != "wav.wav":
             continue
         if suffix == "wav.wav" and stem + ".wav" in files:
             continue
+        if stem in seen:
+            raise PhonelabelError(
+                f"{speaker_dir}: two audio files for utterance {stem!r} "
+                f"({seen[stem].name}, {files[name].name}); keep one"
+            )
+        seen[stem] = files[name]
         found.append(
             Utterance(
                 utt_id=f"{speaker}_{stem}",
