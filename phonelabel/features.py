@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from phonelabel.corpus.timit import Segment
 
 NO_LABEL = 255  # uint8 label of a frame whose centre falls between segments: not trained/scored
+PRIOR_FRAMES = 100.0  # weight of the global variance in per-speaker statistics, in frames
+PRIOR_MEAN_FRAMES = 10.0  # ... and of the global mean (small: the speaker's own mean rules)
 STD_FLOOR = 1e-5  # a constant feature dimension (digital silence) must not divide by zero
 
 
@@ -294,13 +296,16 @@ def global_stats(features: np.ndarray) -> dict[str, Any]:
 
 
 def speaker_stats(
-    features: np.ndarray, prior: dict[str, Any], prior_frames: float = 100.0
+    features: np.ndarray, prior: dict[str, Any], prior_frames: float = PRIOR_FRAMES
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(D,) mean and std of one speaker's (N, D) raw frames, blended with the global prior.
+    """(D,) mean and std of one speaker's (N, D) raw frames, steadied by the global prior.
 
-    As Kaldi's CMVN with a global prior: the prior counts as ``prior_frames`` extra frames
-    with the global mean and second moment, so a 1 s recording (or one long silence) keeps
-    sane statistics while a speaker's minutes of speech are normalised by their own.
+    The mean is the speaker's own (the prior counts as ``PRIOR_MEAN_FRAMES`` frames, only
+    so that a handful of frames has one): that removes the level and the channel (a gain,
+    a microphone, a telephone band) as cepstral mean normalisation does. The variance
+    around it takes the global variance as ``prior_frames`` extra frames, so a 1 s
+    recording (or one long silence) keeps sane scales while a speaker's minutes of speech
+    are scaled by their own.
     """
     return blend_moments(*_moments(features), prior, prior_frames)
 
@@ -310,18 +315,20 @@ def blend_moments(
     total: np.ndarray,
     squares: np.ndarray,
     prior: dict[str, Any],
-    prior_frames: float = 100.0,
+    prior_frames: float = PRIOR_FRAMES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``speaker_stats`` from frame count, sum and sum of squares (float64), so a long
     recording read in blocks, or a stream's running totals ((n, 1) counts with (n, D)
     sums: one row per frame), get the same rule."""
     prior_mean = np.asarray(prior["mean"], dtype=np.float64)
-    prior_second = np.asarray(prior["std"], dtype=np.float64) ** 2 + prior_mean**2
-    weight = np.asarray(count, dtype=np.float64) + prior_frames
-    if np.any(weight <= 0):
+    prior_variance = np.asarray(prior["std"], dtype=np.float64) ** 2
+    count = np.asarray(count, dtype=np.float64)
+    if np.any(count + PRIOR_MEAN_FRAMES <= 0):
         raise PhonelabelError("no frames and no prior to compute speaker statistics from")
-    mean = (total + prior_frames * prior_mean) / weight
-    variance = (squares + prior_frames * prior_second) / weight - mean**2
+    mean = (total + PRIOR_MEAN_FRAMES * prior_mean) / (count + PRIOR_MEAN_FRAMES)
+    own_mean = total / np.maximum(count, 1.0)
+    scatter = squares - count * own_mean**2 + count * (own_mean - mean) ** 2  # about `mean`
+    variance = (scatter + prior_frames * prior_variance) / (count + prior_frames)
     return mean, np.maximum(np.sqrt(np.maximum(variance, 0.0)), STD_FLOOR)
 
 
