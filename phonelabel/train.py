@@ -148,12 +148,31 @@ def utterance_frames(offset: int, frames: int, delay: int) -> tuple[np.ndarray, 
 
 
 def build_schedule(
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    order: np.ndarray,
+    config: TrainConfig,
+    labelled: np.ndarray | None = None,
+) -> Schedule:
+    """Lay utterances (in ``order``) into B stream timelines and cut TBPTT windows
+    (``--k1 0``: batches of whole utterances). Frames where ``labelled`` (a boolean per frame
+    of the split) is False are run through but neither scored nor counted."""
+    if config.k1 == 0:
+        schedule = _whole_utterance_schedule(offsets, lengths, order, config)
+    else:
+        schedule = _tbptt_schedule(offsets, lengths, order, config)
+    if labelled is not None and not labelled.all():
+        y_index = schedule.y_index
+        unlabelled = torch.from_numpy(~np.asarray(labelled, dtype=bool))
+        y_index[(y_index >= 0) & unlabelled[y_index.clamp(min=0)]] = -1
+        schedule.frames = (y_index >= 0).sum(dim=(1, 2)).numpy()
+    return schedule
+
+
+def _tbptt_schedule(
     offsets: np.ndarray, lengths: np.ndarray, order: np.ndarray, config: TrainConfig
 ) -> Schedule:
-    """Lay utterances (in ``order``) into B stream timelines and cut TBPTT windows."""
     k1, streams = config.k1, config.batch_streams
-    if k1 == 0:
-        return _whole_utterance_schedule(offsets, lengths, order, config)
     # Each utterance goes to the stream whose timeline is shortest. The last 2B go longest
     # first, so the streams end nearly together: idle streams at the end are wasted compute.
     order = np.asarray(order)
@@ -533,6 +552,11 @@ def train(
     store = open_store(features)
     if "train" not in store.split_names or not store.split("train").utterances:
         raise PhonelabelError(f"{features}: the train split is empty")
+    fingerprint = store.info.get("fingerprint")
+    if checkpoint is not None and checkpoint.get("store") not in (None, fingerprint):
+        raise PhonelabelError(
+            f"{features}: not the feature store this run started on; resume it with that one"
+        )
     train_split = store.split("train")
     dev_split = store.split("dev") if "dev" in store.split_names else None
     if dev_split is not None and not dev_split.utterances:
@@ -581,9 +605,10 @@ def train(
     data = SplitTensors.from_arrays(train_split.features, train_split.labels, device)
     offsets = np.array([u.offset for u in train_split.utterances])
     lengths = np.array([u.frames for u in train_split.utterances])
+    labelled = np.asarray(train_split.labels) != NO_LABEL  # .PHN gaps: run, not trained
 
     def save_checkpoint(state: State | None) -> None:
-        _save_checkpoint(out, model, optimizer, run, config, state)
+        _save_checkpoint(out, model, optimizer, run, config, state, fingerprint)
 
     def finished() -> bool:  # also true when resuming a run that already stopped early
         return run.epoch >= config.epochs or (
@@ -592,7 +617,7 @@ def train(
 
     while not finished():
         order = np.random.default_rng([config.seed, run.epoch]).permutation(len(lengths))
-        schedule = build_schedule(offsets, lengths, order, config).to(device)
+        schedule = build_schedule(offsets, lengths, order, config, labelled).to(device)
         if run.step == 0 or stream_state is None:
             stream_state = model.zero_state(config.batch_streams, device)
             run.step = 0
@@ -681,9 +706,10 @@ def _adjust_schedule(run: RunState, config: TrainConfig, optimizer: torch.optim.
 
 
 def _save_checkpoint(
-    out, model, optimizer, run: RunState, config: TrainConfig, stream_state
+    out, model, optimizer, run: RunState, config: TrainConfig, stream_state, store: str | None
 ) -> None:
     state = {
+        "store": store,  # the feature store's fingerprint: --resume checks it
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "run": asdict(run),

@@ -178,6 +178,20 @@ def test_no_state_leaks_across_utterances(k1, k2):
     torch.testing.assert_close(alone, whole[0])
 
 
+@pytest.mark.parametrize("k1", [6, 0])
+def test_frames_in_phn_gaps_are_run_but_not_trained_or_counted(k1):
+    _, _, offsets, lengths = make_data([30, 17, 25])
+    labelled = np.ones(int(lengths.sum()), dtype=bool)
+    labelled[[3, 4, 40, 71]] = False  # gaps between .PHN segments
+    config = TrainConfig(k1=k1, batch_streams=2, delay=1)
+    schedule = build_schedule(offsets, lengths, np.arange(3), config, labelled)
+    targets = schedule.y_index[schedule.y_index >= 0]
+    assert sorted(targets.tolist()) == np.flatnonzero(labelled).tolist()
+    assert int(schedule.frames.sum()) == int(labelled.sum())
+    inputs = schedule.x_index[schedule.x_index >= 0]
+    assert {3, 4, 40, 71} <= set(inputs.tolist())  # the network still reads them
+
+
 @pytest.mark.parametrize("k1,k2,delay", [(20, 20, 0), (7, 12, 3), (0, 0, 2)])
 def test_schedule_trains_every_labelled_frame_exactly_once(k1, k2, delay):
     features, labels, offsets, lengths = make_data([50, 13, 77, 8, 31, 64, 5])

@@ -161,6 +161,22 @@ def test_an_out_that_cannot_be_made_is_refused_before_training(tone_store, tmp_p
     assert "Traceback" not in result.output and "epoch" not in result.output
 
 
+def test_resume_with_another_store_is_refused(tone_store, tone_corpus, tmp_path):
+    from phonelabel.features import FeatureConfig
+    from phonelabel.store import featurize
+
+    out = tmp_path / "m"
+    args = ["--out", str(out), *SMALL, "--epochs", "1", "--device", "cpu"]
+    assert runner.invoke(app, ["train", str(tone_store), *args]).exit_code == 0
+    other = tmp_path / "global"
+    featurize(tone_corpus, other, FeatureConfig(normalization="global"), jobs=1)
+    result = runner.invoke(
+        app, ["train", str(other), "--out", str(out), "--resume", "--epochs", "2"]
+    )
+    assert result.exit_code == 2 and "not the feature store this run started on" in result.output
+    assert len(history(out)) == 1
+
+
 def test_not_a_store_is_refused(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "m")])
     assert result.exit_code == 2
