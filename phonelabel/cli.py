@@ -97,6 +97,7 @@ def _count_progress():
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=console,
+        transient=True,  # the summary table follows; an error leaves no stale bar
     )
 
 
