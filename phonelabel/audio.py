@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +42,34 @@ def to_mono_16k(samples: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) 
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
+def check_truncated(path: Path, sound: soundfile.SoundFile) -> None:
+    """libsndfile reads a cut-off WAV or SPHERE file silently; their headers tell."""
+    info = soundfile.info(str(path)).extra_info
+    if re.search(r"^data\s*:.*should be", info, re.MULTILINE):
+        raise PhonelabelError(f"{path}: truncated audio (the WAV header promises more samples)")
+    if sound.format == "NIST":
+        with open(path, "rb") as handle:
+            header = handle.read(1024).decode("ascii", errors="replace")
+        match = re.search(r"sample_count -i (\d+)", header)
+        if match and int(match.group(1)) > sound.frames:
+            raise PhonelabelError(
+                f"{path}: truncated audio (SPHERE header says {match.group(1)} samples, "
+                f"the file holds {sound.frames})"
+            )
+
+
 def read_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Audio:
     """Read WAV, NIST SPHERE, FLAC, OGG (anything libsndfile reads); mono, `target_rate` Hz."""
     path = Path(path)
     if not path.is_file():
         raise PhonelabelError(f"{path}: no such audio file")
     try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as sound:
+            check_truncated(path, sound)
+            samples = sound.read(dtype="float32", always_2d=True)
+            rate = sound.samplerate
+    except PhonelabelError:
+        raise
     except Exception as error:  # libsndfile's errors are plain RuntimeErrors / LibsndfileError
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PhonelabelError(f"{path}: not readable audio ({reason})") from None

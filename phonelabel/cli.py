@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path  # noqa: F401  (used by the commands below)
 from typing import Annotated, Any, NoReturn, Optional
@@ -77,6 +78,12 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
             return function(*args, **kwargs)
         except PhonelabelError as error:
             fail(str(error))
+        except BrokenPipeError:  # `phonelabel label x.wav | head`: the reader has all it wants
+            try:  # no "Exception ignored" when Python flushes stdout at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            raise typer.Exit(141) from None  # as a process killed by SIGPIPE (128 + 13)
         except OSError as error:  # a path the user gave that cannot be read or written
             where = f"{error.filename}: " if error.filename else ""
             fail(f"{where}{error.strerror or error}")
@@ -267,7 +274,9 @@ def train(
     clip_value: Annotated[
         float, typer.Option(help="Also clip each gradient element (0 = off).")
     ] = 0.0,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Maximum epochs [default: 30; with --resume: as before].")
+    ] = None,
     batch_streams: Annotated[int, typer.Option(help="Utterance streams run side by side.")] = 32,
     optimizer: Annotated[str, typer.Option(help="adam or sgd (momentum 0.9).")] = "adam",
     lr: Annotated[float, typer.Option(help="Learning rate (0 = adam 1e-3, sgd 0.05).")] = 0.0,
@@ -305,7 +314,7 @@ def train(
         k1=k1,
         k2=k2,
         batch_streams=batch_streams,
-        epochs=epochs,
+        epochs=epochs if epochs is not None else (0 if resume else 30),
         optimizer=optimizer,
         lr=lr,
         clip=clip,
@@ -468,10 +477,11 @@ def evaluate(
     for note in report["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if report["skipped"]:
-        console.print(
-            f"[yellow]skipped {len(report['skipped'])} unusable utterances[/yellow]"
-            f" (listed in the JSON report)"
-        )
+        console.print(f"[yellow]skipped {len(report['skipped'])} unusable utterances:[/yellow]")
+        for utt_id, reason in report["skipped"][:5]:
+            console.print(f"  {utt_id}: {reason}", highlight=False, soft_wrap=True)
+        if len(report["skipped"]) > 5:
+            console.print("  ... (all of them in the --json report)", highlight=False)
     if json_file is not None:
         write_json(json_file, report)
         console.print(f"report written to {json_file}")
@@ -537,7 +547,9 @@ def label(
     plot: Annotated[
         bool,
         typer.Option(
-            "--plot", help="Also write <stem>.png (spectrogram + phones) under --out or here."
+            "--plot",
+            help="Also write <stem>.png (spectrogram + phones, the first 20 s) under --out or "
+            "here; `phonelabel plot --start/--end` draws any span.",
         ),
     ] = False,
 ) -> None:
@@ -553,9 +565,8 @@ def label(
     --no-smooth).
 
     A speaker-normalised model on stdin uses running statistics (output may differ slightly).
+    Streamed json is JSON Lines (one segment object per line).
     """
-    import sys
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 

@@ -16,7 +16,6 @@ segments.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +25,7 @@ from typing import IO, Any
 import numpy as np
 import soundfile
 
+from phonelabel.audio import check_truncated
 from phonelabel.corpus.timit import Segment
 from phonelabel.decode import DecoderParams, SegmentBuilder, make_decoder
 from phonelabel.errors import PhonelabelError
@@ -100,22 +100,6 @@ def _audio_error(path: Path, error: Exception) -> PhonelabelError:
     return PhonelabelError(f"{path}: not readable audio ({reason})")
 
 
-def _check_truncated(path: Path, sound: soundfile.SoundFile) -> None:
-    """libsndfile reads a cut-off WAV or SPHERE file silently; their headers tell."""
-    info = soundfile.info(str(path)).extra_info
-    if re.search(r"^data\s*:.*should be", info, re.MULTILINE):
-        raise PhonelabelError(f"{path}: truncated audio (the WAV header promises more samples)")
-    if sound.format == "NIST":
-        with open(path, "rb") as handle:
-            header = handle.read(1024).decode("ascii", errors="replace")
-        match = re.search(r"sample_count -i (\d+)", header)
-        if match and int(match.group(1)) > sound.frames:
-            raise PhonelabelError(
-                f"{path}: truncated audio (SPHERE header says {match.group(1)} samples, "
-                f"the file holds {sound.frames})"
-            )
-
-
 class AudioFile:
     """An audio file read as 16 kHz mono float32 blocks (downmixed and resampled per block).
 
@@ -131,7 +115,7 @@ class AudioFile:
             with soundfile.SoundFile(str(self.path)) as sound:
                 self.source_rate = sound.samplerate
                 self.source_frames = sound.frames
-                _check_truncated(self.path, sound)
+                check_truncated(self.path, sound)
         except PhonelabelError:
             raise
         except Exception as error:  # libsndfile raises RuntimeError/LibsndfileError subclasses
@@ -175,15 +159,29 @@ class AudioFile:
             raise _audio_error(self.path, error) from None
 
 
+CONTAINERS = {b"RIFF": "WAV", b"NIST": "NIST SPHERE", b"fLaC": "FLAC", b"OggS": "Ogg"}
+
+
 def pcm_blocks(stream: IO[bytes], block_bytes: int = STREAM_BYTES) -> Iterator[np.ndarray]:
     """Raw 16 kHz 16-bit little-endian mono PCM from a byte stream, as float32 blocks."""
     read = getattr(stream, "read1", stream.read)  # read1: return what is there, don't wait
-    carry = b""
+    carry, checked = b"", False
     while True:
         data = read(block_bytes)
         if not data:
             break
         data = carry + data
+        if not checked:  # a file's header would be "labelled" as sound
+            if len(data) < 4:
+                carry = data
+                continue
+            kind = CONTAINERS.get(data[:4])
+            if kind:
+                raise PhonelabelError(
+                    f"-: stdin holds a {kind} file, not raw PCM; give its name instead of -, "
+                    "or convert it (sox in.wav -t raw -r 16000 -e signed -b 16 -c 1 -)"
+                )
+            checked = True
         usable = len(data) - len(data) % 2
         carry = data[usable:]
         if usable:
@@ -506,6 +504,14 @@ def label_files(
     if directory is not None and len(set(names)) < len(names):
         twice = sorted({str(n) for n in names if names.count(n) > 1})
         raise PhonelabelError(f"{directory}: several inputs would write {', '.join(twice)}")
+    if directory is not None:
+        for path, name in zip(paths, names, strict=True):
+            target = directory / name
+            if target.exists() and target.resolve().parent == Path(path).resolve().parent:
+                raise PhonelabelError(
+                    f"{target}: exists beside its recording (a reference alignment?); "
+                    "give another --out"
+                )
     for path, name in zip(paths, names, strict=True):
         try:
             result = label_file(path, labeller, on_progress(path) if on_progress else None)
@@ -549,8 +555,9 @@ def plot_file(
 
     labelled = labelled or label_file(path, labeller)
     tiers = {"model": labelled.segments}
-    if reference is not None:
-        tiers["reference"] = read_phn(reference)
+    if reference is not None:  # its sample numbers count the recording's own samples
+        audio = AudioFile(path)
+        tiers["reference"] = read_phn(reference, audio.source_frames, audio.source_rate)
     if fold39:
         tiers = {name: fold_segments(segments) for name, segments in tiers.items()}
     return plot_audio_file(path, tiers, output, start=start, end=end)

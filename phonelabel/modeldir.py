@@ -55,8 +55,14 @@ def load_state_dict(path: Path, device: str | torch.device = "cpu") -> dict[str,
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PhonelabelError(f"{path}: not a phonelabel weights file ({first[:200]})") from None
+        text = str(error).strip()
+        if "Weights only load failed" in text:  # torch's advice to unpickle it is not ours
+            reason = (
+                "it holds Python objects, not only tensors; refused unread, as they could run code"
+            )
+        else:
+            reason = text.splitlines()[0][:200] if text else type(error).__name__
+        raise PhonelabelError(f"{path}: not a phonelabel weights file ({reason})") from None
 
 
 def config_dict(trained: TrainedModel) -> dict[str, Any]:

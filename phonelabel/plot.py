@@ -8,6 +8,7 @@ functions; each takes data and a path and writes one PNG atomically.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -122,6 +123,12 @@ def plot_audio_file(
     from phonelabel.label import AudioFile
 
     audio = AudioFile(audio_path)
+    if not 0 <= start < audio.seconds:
+        raise PhonelabelError(
+            f"--start {start}: must be from 0 to the recording's length ({audio.seconds:.2f} s)"
+        )
+    if end is not None and not start < end < math.inf:
+        raise PhonelabelError(f"--end {end}: must be a time after --start ({start})")
     end = min(audio.seconds, end if end is not None else start + PLOT_SECONDS)
     pieces, position = [], 0
     first, last = round(start * 16000), round(end * 16000)

@@ -426,6 +426,8 @@ def featurize(
     skipped and reported with its reason; ``strict`` makes the first one fatal. A re-run on
     an unchanged corpus with the same config returns at once (``noop``) unless ``force``.
     """
+    if jobs is not None and jobs < 1:
+        raise PhonelabelError(f"--jobs {jobs}: must be at least 1")
     corpus, out = Path(corpus).resolve(), Path(out)
     previous = _check_out(out)
     found = find_utterances(corpus)
@@ -445,7 +447,7 @@ def featurize(
         return _noop_report(previous, corpus, out, config)
     if not work:
         raise PhonelabelError(f"{corpus}: no utterance falls in any split (train/dev/test)")
-    jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
 
     report = FeaturizeReport(corpus, out, config, {}, excluded=len(found) - len(utterances))
     with ExitStack() as stack:

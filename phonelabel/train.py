@@ -91,8 +91,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise PhonelabelError(f"--{name.replace('_', '-')} must be >= 1")
         for name in ("delay", "clip", "clip_value", "lr", "input_noise", "weight_decay"):
-            if not getattr(self, name) >= 0:  # also refuses NaN
-                raise PhonelabelError(f"--{name.replace('_', '-')} must be >= 0")
+            if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
+                raise PhonelabelError(f"--{name.replace('_', '-')} must be a number >= 0")
         if not 0 <= self.dropout < 1:
             raise PhonelabelError("--dropout must be in [0, 1)")
         if not 0 <= self.momentum < 1:
@@ -416,10 +416,10 @@ def _check_labels(labels: np.ndarray, where: str) -> None:
 
 def _prepare_out(out: Path, resume: bool) -> None:
     if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
         return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise PhonelabelError(f"{out}: is a file, not a model directory")
+    if out.exists() and any(out.iterdir()):
         raise PhonelabelError(
             f"{out}: already exists and is not empty; use --resume to continue it or another --out"
         )
@@ -455,8 +455,8 @@ class EpochMeter:
         loss = float(self.loss)
         if not math.isfinite(loss):
             raise PhonelabelError(
-                f"training diverged (loss is {loss}) {where}; the last good model is kept "
-                "(try a lower --lr or --clip)"
+                f"training diverged (loss is {loss}) {where}; a model.pt written before (the "
+                "best epoch so far) is kept (try a lower --lr or --clip)"
             )
         totals = self.totals
         totals["loss"] += loss
@@ -542,13 +542,21 @@ def train(
     from phonelabel.store import open_store  # deferred: store imports librosa
 
     out = Path(out)
-    _prepare_out(out, resume)
-    checkpoint = load_state_dict(out / CHECKPOINT) if resume else None
-    if checkpoint is not None:  # a resumed run keeps its options; only epochs/device may change
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
+        checkpoint = load_state_dict(out / CHECKPOINT)
+        # a resumed run keeps its options; only epochs (0: as before) and device may change
+        saved = checkpoint["config"]
         config = TrainConfig(
-            **dict(checkpoint["config"], epochs=config.epochs, device=config.device)
+            **dict(saved, epochs=config.epochs or saved["epochs"], device=config.device)
         )
+    else:
+        checkpoint = None
     config.check()
+    device = resolve_device(config.device)
+    if config.precision == "bf16" and device.type != "cuda":
+        raise PhonelabelError("--precision bf16 needs a CUDA GPU (use fp32 on the CPU)")
     store = open_store(features)
     if "train" not in store.split_names or not store.split("train").utterances:
         raise PhonelabelError(f"{features}: the train split is empty")
@@ -562,9 +570,7 @@ def train(
     if dev_split is not None and not dev_split.utterances:
         dev_split = None
     _check_labels(np.asarray(train_split.labels), f"{features}/train/labels.npy")
-    device = resolve_device(config.device)
-    if config.precision == "bf16" and device.type != "cuda":
-        raise PhonelabelError("--precision bf16 needs a CUDA GPU (use fp32 on the CPU)")
+    _prepare_out(out, resume)  # after every check, so a refused run leaves no directory
     if config.precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 

@@ -316,6 +316,7 @@ def test_model_file_that_is_not_a_state_dict_is_refused_unpickled(tmp_path, rand
     torch.save({"weights": Exploit(marker)}, evil / "model.pt")
     result = runner.invoke(app, ["label", str(path), "--model", str(evil)])
     assert result.exit_code == 2 and "model.pt" in result.stderr
+    assert "refused unread" in result.stderr and "weights_only" not in result.stderr
     assert not marker.exists()
 
 
@@ -347,6 +348,20 @@ def test_label_from_stdin_prints_lines(tmp_path, random_model):
         app, ["label", "-", "--model", str(random_model), "-f", "textgrid"], input=data
     )
     assert result.exit_code == 2 and "needs the whole recording" in result.stderr
+    wav = (tmp_path / "a.wav").read_bytes()  # a file, not raw PCM: its header is no sound
+    result = runner.invoke(app, ["label", "-", "--model", str(random_model)], input=wav)
+    assert result.exit_code == 2 and "stdin holds a WAV file, not raw PCM" in result.stderr
+
+
+def test_label_never_overwrites_the_alignment_beside_a_recording(tmp_path, random_model):
+    wav = write_wav(tmp_path / "sx1.wav", tone_recording(1.0))
+    reference = tmp_path / "sx1.phn"
+    reference.write_text("0 16000 h#\n")
+    result = runner.invoke(
+        app, ["label", str(wav), "--model", str(random_model), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "exists beside its recording" in result.stderr
+    assert reference.read_text() == "0 16000 h#\n"
 
 
 def test_shipped_default_model_labels_unseen_voices(tmp_path, synth_corpus):

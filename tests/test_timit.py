@@ -180,3 +180,14 @@ def test_two_audio_files_for_one_utterance_are_refused(tmp_path):
     soundfile.write(speaker_dir / "U1.flac", _tone(), RATE)
     with pytest.raises(PhonelabelError, match="two audio files for utterance 'u1'"):
         find_utterances(tmp_path)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("WAV", ".wav"), ("NIST", ".WAV")])
+def test_truncated_audio_is_refused_not_read_short(tmp_path, fmt, suffix):
+    whole = tmp_path / f"whole{suffix}"
+    soundfile.write(whole, _tone(16000), RATE, format=fmt, subtype="PCM_16")
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[:20000])  # a copy that stopped half way
+    with pytest.raises(PhonelabelError, match="truncated audio"):
+        read_audio(cut)
+    assert len(read_audio(whole).samples) == 16000

@@ -139,9 +139,10 @@ def test_existing_output_is_never_overwritten(tone_model, tone_store):
         (["--optimizer", "rmsprop"], "unknown optimizer"),
         (["--device", "cpu", "--precision", "bf16"], "bf16 needs a CUDA GPU"),
         (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--lr", "-0.1"], "--lr must be >= 0"),
+        (["--lr", "-0.1"], "--lr must be a number >= 0"),
+        (["--lr", "inf"], "--lr must be a number >= 0"),
         (["--patience", "0"], "--patience must be >= 1"),
-        (["--input-noise", "nan"], "--input-noise must be >= 0"),
+        (["--input-noise", "nan"], "--input-noise must be a number >= 0"),
     ],
 )
 def test_bad_options_are_one_line_errors(tone_store, tmp_path, extra, message):
@@ -151,11 +152,13 @@ def test_bad_options_are_one_line_errors(tone_store, tmp_path, extra, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
-    assert not (tmp_path / "m" / "model.pt").exists()
+    assert not (tmp_path / "m").exists()  # a refused run leaves nothing behind
 
 
 def test_an_out_that_cannot_be_made_is_refused_before_training(tone_store, tmp_path):
     (tmp_path / "file").write_text("not a directory")
+    result = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "file")])
+    assert result.exit_code == 2 and "is a file, not a model directory" in result.output
     result = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "file" / "m")])
     assert result.exit_code == 2 and "cannot create the model directory" in result.output
     assert "Traceback" not in result.output and "epoch" not in result.output
@@ -196,7 +199,7 @@ def test_divergence_stops_with_a_clear_message(tone_store, tmp_path):
         "--clip",
         "0",
     ]
-    result = runner.invoke(app, [*args, "--lr", "inf", "--optimizer", "sgd"])
+    result = runner.invoke(app, [*args, "--lr", "1e35", "--optimizer", "sgd"])
     assert result.exit_code == 2
     assert "diverged" in result.output and "Traceback" not in result.output
     if (out / "model.pt").exists():  # whatever was kept is a good (finite) model
