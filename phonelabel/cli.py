@@ -223,7 +223,8 @@ def featurize(
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     table = Table(title=f"feature store {report.out}")
-    for column in ("split", "speakers", "utterances", "frames", "hours", "skipped"):
+    columns = ("split", "speakers", "utterances", "frames", "unlabelled", "hours", "skipped")
+    for column in columns:
         table.add_column(column, justify="left" if column == "split" else "right")
     for name, split in report.splits.items():
         table.add_row(
@@ -231,6 +232,7 @@ def featurize(
             str(split.speakers),
             str(split.utterances),
             str(split.frames),
+            str(split.unlabelled_frames),  # frames in .PHN gaps: neither trained nor scored
             f"{split.hours:.2f}",
             str(len(split.skipped)),
         )

@@ -236,6 +236,13 @@ def featurize_utterance(audio_path: Path, phn_path: Path | None, config: Feature
         # .PHN sample numbers count samples at the file's own rate
         source_samples = soundfile.info(str(audio_path)).frames if resampled else len(audio.samples)
         segments = read_phn(phn_path, num_samples=source_samples, rate=audio.source_rate)
+        if resampled and segments:  # a .PHN counting 16 kHz samples beside 44.1 kHz audio
+            at_16k = segments[-1].end * audio.source_rate / config.sample_rate
+            if abs(at_16k - audio.seconds) < 0.02 < audio.seconds - segments[-1].end:
+                raise PhonelabelError(
+                    f"{phn_path}: its sample numbers look like {config.sample_rate} Hz ones, but "
+                    f"the audio is {audio.source_rate} Hz (a .PHN counts its recording's samples)"
+                )
         features = compute_features(audio.samples, config)
         if not np.all(np.isfinite(features)):
             raise PhonelabelError(

@@ -250,6 +250,18 @@ def test_other_rates_and_stereo_are_converted_and_counted(tmp_path):
     assert NO_LABEL not in native
 
 
+def test_a_16k_phn_beside_higher_rate_audio_is_reported_not_half_used(tmp_path):
+    rng = np.random.default_rng(0)
+    speaker_dir = tmp_path / "c" / "train" / "dr1" / "mxyz9"
+    samples, segments = tone_utterance(rng)
+    write_utterance(speaker_dir, "sx1", samples, segments, sphere=False, upper=False)
+    soundfile.write(speaker_dir / "sx2.wav", np.repeat(samples, 2), 32000)  # 32 kHz audio,
+    (speaker_dir / "sx2.phn").write_text("".join(f"{s} {e} {p}\n" for s, e, p in segments))
+    report = featurize(tmp_path / "c", tmp_path / "feat", jobs=1)
+    assert [utt for utt, _ in report.skipped] == ["mxyz9_sx2"]  # ... a 16 kHz .PHN
+    assert "look like 16000 Hz ones, but the audio is 32000 Hz" in report.skipped[0][1]
+
+
 def test_featurize_command(tone_corpus, tmp_path):
     runner = CliRunner()
     result = runner.invoke(
