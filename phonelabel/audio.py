@@ -20,6 +20,7 @@ class Audio:
     sample_rate: int
     source_rate: int  # the file's own rate before resampling
     source_channels: int  # the file's channel count before downmixing
+    source_frames: int  # the file's own sample count (what its .PHN counts)
 
     @property
     def seconds(self) -> float:
@@ -44,8 +45,7 @@ def to_mono_16k(samples: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) 
 
 def check_truncated(path: Path, sound: soundfile.SoundFile) -> None:
     """libsndfile reads a cut-off WAV or SPHERE file silently; their headers tell."""
-    info = soundfile.info(str(path)).extra_info
-    if re.search(r"^data\s*:.*should be", info, re.MULTILINE):
+    if re.search(r"^data\s*:.*should be", sound.extra_info, re.MULTILINE):
         raise PhonelabelError(f"{path}: truncated audio (the WAV header promises more samples)")
     if sound.format == "NIST":
         with open(path, "rb") as handle:
@@ -78,4 +78,4 @@ def read_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Audio:
     mono = to_mono_16k(samples, rate, target_rate)
     if not np.all(np.isfinite(mono)):
         raise PhonelabelError(f"{path}: audio holds NaN or infinite samples")
-    return Audio(mono, target_rate, int(rate), int(samples.shape[1]))
+    return Audio(mono, target_rate, int(rate), int(samples.shape[1]), int(samples.shape[0]))

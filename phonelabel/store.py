@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile
 
 from phonelabel import __version__
 from phonelabel.audio import read_audio
@@ -234,8 +233,7 @@ def featurize_utterance(audio_path: Path, phn_path: Path | None, config: Feature
         if phn_path is None:
             raise PhonelabelError(f"{audio_path}: no .PHN file beside it")
         # .PHN sample numbers count samples at the file's own rate
-        source_samples = soundfile.info(str(audio_path)).frames if resampled else len(audio.samples)
-        segments = read_phn(phn_path, num_samples=source_samples, rate=audio.source_rate)
+        segments = read_phn(phn_path, num_samples=audio.source_frames, rate=audio.source_rate)
         if resampled and segments:  # a .PHN counting 16 kHz samples beside 44.1 kHz audio
             at_16k = segments[-1].end * audio.source_rate / config.sample_rate
             if abs(at_16k - audio.seconds) < 0.02 < audio.seconds - segments[-1].end:
