@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import soundfile
+import soxr
 
+from phonelabel.core import SAMPLE_RATE
 from phonelabel.errors import PhonelabelError
 
-SAMPLE_RATE = 16000
+BLOCK_SECONDS = 10.0  # file blocks: 10 s of audio (160,000 samples) in memory at a time
+STREAM_BYTES = 3200  # stdin reads: 100 ms of 16-bit PCM
 
 
 @dataclass(frozen=True)
@@ -32,14 +37,15 @@ class Audio:
 
 
 def to_mono_16k(samples: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Downmix (frames, channels) or (frames,) audio and resample it (soxr, high quality)."""
+    """Downmix (frames, channels) or (frames,) audio and resample it (soxr, high quality),
+    to ceil(N * target / rate) samples as ``librosa.resample(res_type="soxr_hq")`` gives."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     if rate != target_rate:
-        import librosa  # deferred: importing librosa costs ~1 s
-
-        samples = librosa.resample(samples, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq")
+        wanted = int(np.ceil(len(samples) * target_rate / rate))
+        samples = soxr.resample(samples, rate, target_rate, quality="soxr_hq")[:wanted]
+        samples = np.pad(samples, (0, wanted - len(samples)))
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
@@ -58,24 +64,118 @@ def check_truncated(path: Path, sound: soundfile.SoundFile) -> None:
             )
 
 
-def read_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Audio:
-    """Read WAV, NIST SPHERE, FLAC, OGG (anything libsndfile reads); mono, `target_rate` Hz."""
-    path = Path(path)
+# libsndfile raises RuntimeError (LibsndfileError) for a file it cannot parse
+AUDIO_ERRORS = (RuntimeError, OSError, ValueError)
+
+
+def _audio_error(path: Path, error: Exception) -> PhonelabelError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return PhonelabelError(f"{path}: not readable audio ({reason})")
+
+
+def _check_samples(path: Path, samples: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(samples)):
+        raise PhonelabelError(f"{path}: audio holds NaN or infinite samples")
+    return samples
+
+
+def open_audio(path: Path) -> soundfile.SoundFile:
+    """The file opened by libsndfile, its header checked (exists, not truncated, not empty)."""
     if not path.is_file():
         raise PhonelabelError(f"{path}: no such audio file")
     try:
-        with soundfile.SoundFile(str(path)) as sound:
-            check_truncated(path, sound)
-            samples = sound.read(dtype="float32", always_2d=True)
-            rate = sound.samplerate
-    except PhonelabelError:
-        raise
-    except Exception as error:  # libsndfile's errors are plain RuntimeErrors / LibsndfileError
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PhonelabelError(f"{path}: not readable audio ({reason})") from None
-    if samples.shape[0] == 0:
+        sound = soundfile.SoundFile(str(path))
+        check_truncated(path, sound)
+    except AUDIO_ERRORS as error:
+        raise _audio_error(path, error) from None
+    if sound.frames <= 0:
+        sound.close()
         raise PhonelabelError(f"{path}: audio file holds no samples")
-    mono = to_mono_16k(samples, rate, target_rate)
-    if not np.all(np.isfinite(mono)):
-        raise PhonelabelError(f"{path}: audio holds NaN or infinite samples")
-    return Audio(mono, target_rate, int(rate), int(samples.shape[1]), int(samples.shape[0]))
+    return sound
+
+
+def read_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> Audio:
+    """Read WAV, NIST SPHERE, FLAC, OGG (anything libsndfile reads); mono, `target_rate` Hz."""
+    path = Path(path)
+    with open_audio(path) as sound:
+        try:
+            samples = sound.read(dtype="float32", always_2d=True)
+        except AUDIO_ERRORS as error:
+            raise _audio_error(path, error) from None
+        rate, channels = int(sound.samplerate), int(sound.channels)
+    mono = _check_samples(path, to_mono_16k(samples, rate, target_rate))
+    return Audio(mono, target_rate, rate, channels, int(samples.shape[0]))
+
+
+class AudioFile:
+    """An audio file, its header checked; read whole (``read_audio``) or as 16 kHz mono
+    float32 blocks (downmixed and resampled per block, bounded memory).
+
+    Block resampling uses soxr's streaming resampler, the algorithm ``read_audio`` applies to
+    the whole file; block edges may change the result in the last bits only.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open_audio(self.path) as sound:
+            self.source_rate = int(sound.samplerate)
+            self.source_frames = int(sound.frames)
+            self.channels = int(sound.channels)
+
+    @property
+    def seconds(self) -> float:
+        return self.source_frames / self.source_rate
+
+    def blocks(self, seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+        """(n,) float32 blocks at 16 kHz, from the start each time it is called."""
+        size = max(1, int(seconds * self.source_rate))
+        resampler = None
+        if self.source_rate != SAMPLE_RATE:
+            resampler = soxr.ResampleStream(
+                self.source_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+            )
+        try:
+            with soundfile.SoundFile(str(self.path)) as sound:
+                while True:
+                    block = sound.read(size, dtype="float32", always_2d=True)
+                    last = len(block) < size
+                    mono = (
+                        block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                    )
+                    if resampler is not None:
+                        mono = resampler.resample_chunk(mono, last=last)
+                    if len(mono):
+                        yield np.ascontiguousarray(_check_samples(self.path, mono))
+                    if last:
+                        return
+        except AUDIO_ERRORS as error:
+            raise _audio_error(self.path, error) from None
+
+
+CONTAINERS = {b"RIFF": "WAV", b"NIST": "NIST SPHERE", b"fLaC": "FLAC", b"OggS": "Ogg"}
+
+
+def pcm_blocks(stream: IO[bytes], block_bytes: int = STREAM_BYTES) -> Iterator[np.ndarray]:
+    """Raw 16 kHz 16-bit little-endian mono PCM from a byte stream, as float32 blocks."""
+    read = getattr(stream, "read1", stream.read)  # read1: return what is there, don't wait
+    carry, checked = b"", False
+    while True:
+        data = read(block_bytes)
+        if not data:
+            break
+        data = carry + data
+        if not checked:  # a file's header would be "labelled" as sound
+            if len(data) < 4:
+                carry = data
+                continue
+            kind = CONTAINERS.get(data[:4])
+            if kind:
+                raise PhonelabelError(
+                    f"-: stdin holds a {kind} file, not raw PCM; give its name instead of -, "
+                    "or convert it (sox in.wav -t raw -r 16000 -e signed -b 16 -c 1 -)"
+                )
+            checked = True
+        usable = len(data) - len(data) % 2
+        carry = data[usable:]
+        if usable:
+            yield np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0

@@ -1,13 +1,19 @@
 """The phonelabel command line: parses options, calls the library, prints with rich.
 
 Every command is a thin wrapper over a library function of the same name; a
-PhonelabelError becomes one red line and exit code 2, anything else exit code 1.
+PhonelabelError becomes one red line and exit code 2, anything else exit code 1. Each
+command imports the library modules it needs when it runs (the only deferred imports in
+the package besides pyplot's and librosa's): `phonelabel --help` and a typo'd option
+answer at once instead of after importing torch (seconds on a cold disk).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path  # noqa: F401  (used by the commands below)
@@ -17,7 +23,9 @@ import typer
 from rich.console import Console
 
 from phonelabel import __version__
+from phonelabel.config import RESUME_SAFE, TrainConfig
 from phonelabel.errors import PhonelabelError
+from phonelabel.fileio import check_output_file, output_directory
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +34,8 @@ app = typer.Typer(
     help="Framewise TIMIT phone labelling with a unidirectional LSTM (truncated BPTT).",
 )
 console = Console(stderr=True)
+TRAIN_DEFAULTS = TrainConfig()
+TRAIN_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 out = Console()
 
 
@@ -54,19 +64,14 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _check_output(path: Path | None, directory: bool = False) -> None:
-    """Refuse an output path that cannot be written before the work, not after it."""
-    if path is None:
-        return
-    if directory and path.exists() and not path.is_dir():
-        raise PhonelabelError(f"{path}: exists and is not a directory")
-    if not directory and path.is_dir():
-        raise PhonelabelError(f"{path}: is a directory (give a file name)")
-    parent = path if directory and path.is_dir() else path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise PhonelabelError(f"{path}: cannot write there ({parent} is not a writable directory)")
+# OSErrors a user causes with a path they gave: exit 2, like any user error (DESIGN.md §3)
+USER_PATH_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def command(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,9 +89,13 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
             except (OSError, ValueError):
                 pass
             raise typer.Exit(141) from None  # as a process killed by SIGPIPE (128 + 13)
-        except OSError as error:  # a path the user gave that cannot be read or written
+        except USER_PATH_ERRORS as error:  # a path the user gave that cannot be used
             where = f"{error.filename}: " if error.filename else ""
             fail(f"{where}{error.strerror or error}")
+        except OSError as error:  # the system failed us (disk full, I/O error): exit 1
+            where = f"{error.filename}: " if error.filename else ""
+            print_error(f"{where}{error.strerror or error}")
+            raise typer.Exit(1) from None
 
     return app.command()(wrapper)
 
@@ -249,58 +258,101 @@ def featurize(
         console.print("up to date (same corpus files and config): nothing done; --force rewrites")
 
 
+def _train_option(name: str, text: str, flag: str | None = None) -> Any:
+    """A train option whose default is TrainConfig's (shown in --help); None = not given."""
+    default = getattr(TRAIN_DEFAULTS, name)
+    if isinstance(default, bool):
+        flags = [flag or f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
+    else:
+        flags = [flag or f"--{name.replace('_', '-')}"]
+    return typer.Option(*flags, help=text, show_default=str(default))
+
+
+def _as_flags(message: str) -> str:
+    """'k2 (10) must be >= k1 (20)' -> '--k2 (10) must be >= --k1 (20)'."""
+    names = "|".join(sorted(TRAIN_OPTION_NAMES, key=len, reverse=True))
+    return re.sub(
+        rf"(?<![\w/.-])({names})(?![\w/.-])",
+        lambda m: "--" + m.group(1).replace("_", "-"),
+        message,
+    )
+
+
 @command
 def train(
     features: Annotated[
         Path, typer.Argument(help="Feature store written by `phonelabel featurize`.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
-    hidden: Annotated[int, typer.Option(help="LSTM cells per layer.")] = 256,
-    layers: Annotated[int, typer.Option(help="LSTM layers.")] = 2,
+    hidden: Annotated[Optional[int], _train_option("hidden", "LSTM cells per layer.")] = None,
+    layers: Annotated[Optional[int], _train_option("layers", "LSTM layers.")] = None,
     dropout: Annotated[
-        float, typer.Option(help="Dropout between layers and before the output.")
-    ] = 0.2,
-    k1: Annotated[
-        int, typer.Option(help="TBPTT: frames between updates (0 = whole utterances).")
-    ] = 20,
-    k2: Annotated[
-        int, typer.Option(help="TBPTT: frames gradients flow back through (>= k1; 0 = k1).")
-    ] = 0,
-    delay: Annotated[int, typer.Option(help="Target delay: output at t+d labels frame t.")] = 0,
-    clip: Annotated[
-        float, typer.Option(help="Clip the global gradient norm to this (0 = off).")
-    ] = 1.0,
-    clip_output: Annotated[
-        bool, typer.Option(help="Include the output layer in the clipped norm.")
-    ] = False,
-    clip_value: Annotated[
-        float, typer.Option(help="Also clip each gradient element (0 = off).")
-    ] = 0.0,
-    epochs: Annotated[
-        Optional[int], typer.Option(help="Maximum epochs [default: 30; with --resume: as before].")
+        Optional[float], _train_option("dropout", "Dropout between layers and before the output.")
     ] = None,
-    batch_streams: Annotated[int, typer.Option(help="Utterance streams run side by side.")] = 32,
-    optimizer: Annotated[str, typer.Option(help="adam or sgd (momentum 0.9).")] = "adam",
-    lr: Annotated[float, typer.Option(help="Learning rate (0 = adam 1e-3, sgd 0.05).")] = 0.0,
+    k1: Annotated[
+        Optional[int], _train_option("k1", "TBPTT: frames between updates (0 = whole utterances).")
+    ] = None,
+    k2: Annotated[
+        Optional[int],
+        _train_option("k2", "TBPTT: frames gradients flow back through (>= k1; 0 = k1)."),
+    ] = None,
+    delay: Annotated[
+        Optional[int], _train_option("delay", "Target delay: output at t+d labels frame t.")
+    ] = None,
+    clip: Annotated[
+        Optional[float], _train_option("clip", "Clip the global gradient norm to this (0 = off).")
+    ] = None,
+    clip_output: Annotated[
+        Optional[bool],
+        _train_option("clip_output", "Include the output layer in the clipped norm."),
+    ] = None,
+    clip_value: Annotated[
+        Optional[float], _train_option("clip_value", "Also clip each gradient element (0 = off).")
+    ] = None,
+    epochs: Annotated[
+        Optional[int], _train_option("epochs", "Maximum epochs (with --resume: as before).")
+    ] = None,
+    batch_streams: Annotated[
+        Optional[int], _train_option("batch_streams", "Utterance streams run side by side.")
+    ] = None,
+    optimizer: Annotated[
+        Optional[str], _train_option("optimizer", "adam or sgd (momentum 0.9).")
+    ] = None,
+    lr: Annotated[
+        Optional[float], _train_option("lr", "Learning rate (0 = adam 1e-3, sgd 0.05).")
+    ] = None,
     input_noise: Annotated[
-        float, typer.Option(help="Std of Gaussian noise added to inputs.")
-    ] = 0.1,
+        Optional[float], _train_option("input_noise", "Std of Gaussian noise added to inputs.")
+    ] = None,
     patience: Annotated[
-        int, typer.Option(help="Stop after this many epochs without dev gain.")
-    ] = 5,
+        Optional[int], _train_option("patience", "Stop after this many epochs without dev gain.")
+    ] = None,
     seed: Annotated[
-        int, typer.Option(help="Random seed (same seed, same data, CPU: same weights).")
-    ] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, tf32 or bf16 (CUDA).")] = "fp32",
+        Optional[int],
+        _train_option("seed", "Random seed (same seed, same data, CPU: same weights)."),
+    ] = None,
+    device: Annotated[Optional[str], _train_option("device", "auto, cpu or cuda.")] = None,
+    precision: Annotated[
+        Optional[str], _train_option("precision", "fp32, tf32 or bf16 (CUDA).")
+    ] = None,
     checkpoint_seconds: Annotated[
-        float, typer.Option(help="Seconds between mid-epoch checkpoints for --resume.")
-    ] = 300.0,
+        Optional[float],
+        _train_option("checkpoint_seconds", "Seconds between mid-epoch checkpoints for --resume."),
+    ] = None,
     tune_decoder: Annotated[
-        bool, typer.Option(help="After training, tune Viterbi smoothing on dev (lowest PER).")
-    ] = True,
+        Optional[bool],
+        _train_option(
+            "tune_decoder", "After training, tune Viterbi smoothing on dev (lowest PER)."
+        ),
+    ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run in --out (its options).")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run in --out with its options; only "
+            + ", ".join(sorted(RESUME_SAFE))
+            + " may be changed (others must match or are refused).",
+        ),
     ] = False,
 ) -> None:
     """Train the unidirectional LSTM with truncated BPTT(k1, k2) and gradient clipping."""
@@ -308,28 +360,11 @@ def train(
 
     from phonelabel import train as training
 
-    config = training.TrainConfig(
-        hidden=hidden,
-        layers=layers,
-        dropout=dropout,
-        delay=delay,
-        k1=k1,
-        k2=k2,
-        batch_streams=batch_streams,
-        epochs=epochs if epochs is not None else (0 if resume else 30),
-        optimizer=optimizer,
-        lr=lr,
-        clip=clip,
-        clip_output=clip_output,
-        clip_value=clip_value,
-        input_noise=input_noise,
-        patience=patience,
-        seed=seed,
-        device=device,
-        precision=precision,
-        checkpoint_seconds=checkpoint_seconds,
-        tune_decoder=tune_decoder,
-    )
+    given = {
+        name: value
+        for name, value in locals().items()
+        if name in TRAIN_OPTION_NAMES and value is not None
+    }
     bar = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -361,32 +396,33 @@ def train(
             )
 
     with bar:
-        trained = training.train(features, out, config, resume=resume, on_progress=on_progress)
+        try:
+            trained = training.train(
+                features, out, resume=resume, on_progress=on_progress, changes=given
+            )
+        except PhonelabelError as error:  # the library names options; the user typed flags
+            raise PhonelabelError(_as_flags(str(error))) from None
     best = max(
         (r for r in _read_history(out)),
         key=lambda r: r["dev_frame_accuracy_61"] or -1,
         default=None,
     )
-    console.print(
-        f"[bold]model written to[/bold] {out}  (device {trained.training['device_used']})"
-    )
+    console.print(f"[bold]model written to[/bold] {out}  (device {trained.run['device_used']})")
     if best and best["dev_frame_accuracy_61"] is not None:
         console.print(
             f"best dev frame accuracy: {100 * best['dev_frame_accuracy_61']:.2f}% (61 phones), "
             f"{100 * best['dev_frame_accuracy_39']:.2f}% (39 classes) at epoch {best['epoch']}"
         )
-    decoder = trained.decoder
-    if decoder.get("tuned_on"):
+    decoder, tuning = trained.decoder, trained.decoder_tuning
+    if tuning.get("tuned_on"):
         console.print(
             f"decoder tuned on dev: penalty {decoder['transition_penalty']}, minimum duration "
-            f"{decoder['min_duration']} frames; dev PER {100 * decoder['dev_phone_error_rate_39']:.1f}% "
-            f"(argmax {100 * decoder['dev_phone_error_rate_39_argmax']:.1f}%)"
+            f"{decoder['min_duration']} frames; dev PER {100 * tuning['dev_phone_error_rate_39']:.1f}% "
+            f"(argmax {100 * tuning['dev_phone_error_rate_39_argmax']:.1f}%)"
         )
 
 
 def _read_history(model_dir: Path) -> list[dict]:
-    import json
-
     path = model_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -423,8 +459,10 @@ def evaluate(
     from phonelabel import evaluate as evaluation
     from phonelabel.fileio import write_json
 
-    _check_output(json_file)
-    _check_output(plots, directory=True)
+    if json_file is not None:
+        check_output_file(json_file)
+    if plots is not None:
+        output_directory(plots, create=False)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"scoring {split}", total=None)
         result = evaluation.evaluate(
@@ -488,7 +526,7 @@ def evaluate(
         write_json(json_file, report)
         console.print(f"report written to {json_file}")
     if plots is not None:
-        from phonelabel.report_plots import write_plots
+        from phonelabel.plots import write_plots
 
         written = write_plots(report, plots)
         console.print(f"plots written: {', '.join(str(p) for p in written)}")
@@ -664,7 +702,7 @@ def plot(
     """Draw a recording's log-mel spectrogram with its labelled phone segments under it."""
     from phonelabel import label as labelling
 
-    _check_output(output)
+    check_output_file(output)
     labeller = labelling.load_labeller(model, device, smooth)
     path = labelling.plot_file(audio, labeller, output, reference, fold39, start, end)
     console.print(f"wrote {path}", highlight=False)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from phonelabel.corpus.timit import Segment
+from phonelabel.core import Reference, Segment, dataclass_from_dict
+from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig
 from phonelabel.metrics import BoundaryCounts, EditCounts, match_boundaries, phone_errors
 from phonelabel.phones import NUM_PHONES, PHONES_61
@@ -38,15 +39,14 @@ class DecoderParams:
 
     def __post_init__(self) -> None:
         if self.min_duration < 1:
-            raise ValueError("min_duration must be >= 1")
+            raise PhonelabelError(f"decoder min_duration {self.min_duration}: must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> DecoderParams:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "decoder") -> DecoderParams:
+        return dataclass_from_dict(cls, data or {}, where)
 
 
 class ArgmaxDecoder:
@@ -297,27 +297,27 @@ def boundary_precision_recall(
 
 def phone_error_rate(
     log_posteriors_list: Sequence[np.ndarray],
-    references_list: Sequence[np.ndarray],
+    references_list: Sequence[Reference],
     params: DecoderParams | None = None,
     smooth: bool = True,
 ) -> float:
-    """39-class PER of the decoded frames against (T,) 61-class reference frame labels."""
+    """39-class PER (Kaldi's scoring, ``metrics``) of the decoded frames against references."""
     counts = EditCounts()
     for log_posteriors, reference in zip(log_posteriors_list, references_list, strict=True):
-        counts += phone_errors(reference, decode_frames(log_posteriors, params, smooth))
+        decoded = decode_frames(log_posteriors, params, smooth)
+        counts += phone_errors(reference.phones, decoded, reference.frames)
     return counts.error_rate or 0.0
 
 
 def tune_decoder(
     log_posteriors_list: Sequence[np.ndarray],
-    references_list: Sequence[np.ndarray],
+    references_list: Sequence[Reference],
     penalties: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0),
     min_durations: Sequence[int] = (1, 2, 3, 4),
 ) -> DecoderParams:
     """The grid point with the lowest 39-class PER on a dev set (ties: the earlier point).
 
-    ``log_posteriors_list``: (T, 61) per utterance; ``references_list``: (T,) 61-class frame
-    labels (NO_LABEL frames ignored).
+    ``log_posteriors_list``: (T, 61) per utterance; ``references_list``: its reference.
     """
     best: tuple[float, DecoderParams] | None = None
     for penalty, duration in itertools.product(penalties, min_durations):
@@ -326,5 +326,5 @@ def tune_decoder(
         if best is None or per < best[0]:
             best = (per, params)
     if best is None:
-        raise ValueError("empty tuning grid")
+        raise PhonelabelError("empty decoder tuning grid")
     return best[1]

@@ -7,13 +7,23 @@ voices the model never heard.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from phonelabel.config import TrainConfig
+from phonelabel.corpus.synth import synthesize
+from phonelabel.corpus.timit import assign_splits, find_utterances
 from phonelabel.errors import PhonelabelError
+from phonelabel.evaluate import evaluate
+from phonelabel.fileio import write_text
+from phonelabel.label import label_file, load_labeller, plot_file
+from phonelabel.plots import write_plots
+from phonelabel.store import featurize
+from phonelabel.train import train
 
 Stage = Callable[[str], Callable[[float, float], None] | None]
 
@@ -42,15 +52,6 @@ def demo(
     stage: Stage | None = None,
 ) -> DemoReport:
     """Run every stage into ``directory``; ``stage(name)`` may return a progress callback."""
-    from phonelabel.corpus.synth import synthesize
-    from phonelabel.corpus.timit import assign_splits, find_utterances
-    from phonelabel.evaluate import evaluate
-    from phonelabel.fileio import write_text
-    from phonelabel.label import load_labeller, plot_file
-    from phonelabel.report_plots import write_plots
-    from phonelabel.store import featurize
-    from phonelabel.train import TrainConfig, train
-
     directory = Path(directory)
     if directory.exists() and (directory / "model").exists():
         raise PhonelabelError(f"{directory}: holds an earlier demo; remove it or pick another DIR")
@@ -84,8 +85,6 @@ def demo(
         lambda p: evaluate(model, features, split="test", device=device, on_progress=p),
     )
     report = result.to_json()
-    import json
-
     write_text(results, json.dumps(report, indent=2) + "\n")
     write_plots(report, plots)
 
@@ -95,11 +94,9 @@ def demo(
     spectrogram = directory / f"{test.utt_id}.png"
 
     def label_stage(progress):
-        from phonelabel.label import label_file
-
         labelled = label_file(test.audio, labeller)
         labelled.write("textgrid", textgrid)
-        plot_file(test.audio, labeller, spectrogram, reference=test.phn, labelled=labelled)
+        plot_file(test.audio, labeller, spectrogram, reference=test.alignment, labelled=labelled)
 
     run("label a test recording", label_stage)
     return DemoReport(

@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 
 from phonelabel import __version__
+from phonelabel.core import Reference
+from phonelabel.corpus.timit import SPLITS, assign_splits, find_utterances
+from phonelabel.decode import decode_frames
 from phonelabel.errors import PhonelabelError
-from phonelabel.features import FeatureConfig
+from phonelabel.features import FeatureConfig, normalize_speaker
 from phonelabel.metrics import (
     SCORING_CONVENTION,
     BoundaryCounts,
@@ -35,7 +38,10 @@ from phonelabel.metrics import (
     per_phone_accuracy,
     phone_errors,
 )
+from phonelabel.model import batched_log_posteriors, resolve_device
+from phonelabel.modeldir import load_model
 from phonelabel.phones import FOLD_INDEX, NUM_PHONES, PHONES_39, PHONES_61
+from phonelabel.store import featurize_utterance, open_store
 
 BOUNDARY_TOLERANCE = 0.020  # seconds
 
@@ -49,7 +55,7 @@ class EvaluationInput:
     speakers: list[str]
     lengths: list[int]  # frames per utterance
     features: Callable[[int], np.ndarray]  # i -> (T_i, D) normalised float32
-    labels: Callable[[int], np.ndarray]  # i -> (T_i,) uint8 61-class, NO_LABEL in gaps
+    references: Callable[[int], Reference]  # i -> its frame labels and phone tokens
     skipped: list[list[str]] = field(default_factory=list)  # [utt_id, reason]: unusable
     notes: list[str] = field(default_factory=list)  # caveats the report should carry
 
@@ -155,39 +161,31 @@ def evaluate(
 ) -> EvaluationResult:
     """Score the model in ``model_dir`` on ``split`` of ``source`` (a feature store or a
     TIMIT-layout corpus directory). ``on_progress(done, total)`` after each batch."""
-    import torch  # deferred: keeps `phonelabel --help` fast
-
-    from phonelabel.decode import DecoderParams, decode_frames
-    from phonelabel.model import resolve_device, utterance_log_posteriors
-    from phonelabel.modeldir import load_model
-
     if batch_utterances < 1:
         raise PhonelabelError(f"batch size must be at least 1, got {batch_utterances}")
     started = time.perf_counter()
     torch_device = resolve_device(device)
     trained = load_model(model_dir, torch_device)
     data = load_input(Path(source), split, trained.feature, trained.stats)
-    params = DecoderParams.from_dict(trained.decoder)
+    params = trained.decoder_params
     tolerance = round(BOUNDARY_TOLERANCE * trained.feature.sample_rate / trained.feature.hop_length)
 
     confusion = np.zeros((NUM_PHONES, NUM_PHONES), dtype=np.int64)
     edits, edits_argmax, bounds = EditCounts(), EditCounts(), BoundaryCounts()
-    order = sorted(range(len(data.lengths)), key=lambda i: data.lengths[i])  # less padding
-    for done in range(0, len(order), batch_utterances):
-        chosen = order[done : done + batch_utterances]
-        inputs = [torch.from_numpy(np.array(data.features(i))).to(torch_device) for i in chosen]
-        outputs = utterance_log_posteriors(trained.model, inputs)  # [(T_i, 61)]
-        for i, log_posteriors in zip(chosen, outputs, strict=True):
-            log_posteriors = log_posteriors.float().cpu().numpy()
-            reference = np.asarray(data.labels(i), dtype=np.int64)  # (T,)
-            argmax = log_posteriors.argmax(axis=1)  # (T,)
-            decoded = decode_frames(log_posteriors, params, smooth=True) if smooth else argmax
-            confusion += confusion_61(reference, argmax)
-            edits += phone_errors(reference, decoded)
-            edits_argmax += phone_errors(reference, argmax)
-            bounds += boundary_counts(reference, decoded, tolerance)
-        if on_progress is not None:
-            on_progress(min(done + batch_utterances, len(order)), len(order))
+    posteriors = batched_log_posteriors(
+        trained.model, data.features, data.lengths, torch_device, batch_utterances
+    )
+    for done, (i, log_posteriors) in enumerate(posteriors, 1):
+        truth = data.references(i)
+        reference = np.asarray(truth.frames, dtype=np.int64)  # (T,)
+        argmax = log_posteriors.argmax(axis=1)  # (T,)
+        decoded = decode_frames(log_posteriors, params, smooth=True) if smooth else argmax
+        confusion += confusion_61(reference, argmax)
+        edits += phone_errors(truth.phones, decoded, reference)
+        edits_argmax += phone_errors(truth.phones, argmax, reference)
+        bounds += boundary_counts(reference, decoded, tolerance)
+        if on_progress is not None and (done % batch_utterances == 0 or done == len(data.lengths)):
+            on_progress(done, len(data.lengths))
     return EvaluationResult(
         split=split,
         model=str(Path(model_dir)),
@@ -239,8 +237,8 @@ def config_differences(model: FeatureConfig, store: FeatureConfig) -> list[str]:
 def _store_input(
     path: Path, split: str, feature: FeatureConfig, stats: dict[str, Any]
 ) -> EvaluationInput:
-    from phonelabel.store import open_store
-
+    """A store split, normalised by the model's own rule and statistics (the store keeps raw
+    features and per-speaker moments), so store and corpus scores agree exactly."""
     store = open_store(path)
     differences = config_differences(feature, store.config)
     if differences:
@@ -252,43 +250,16 @@ def _store_input(
         raise PhonelabelError(
             f"{path}: no split {split!r} (the store has: {', '.join(store.split_names)})"
         )
-    data = store.split(split)
-    features, notes = data.utterance_features, []
-    if not _same_stats(stats, store.stats):
-        # A model trained on another store: its inputs must be normalised its own way.
-        if feature.normalization == "global":
-            features = _renormalized(data.utterance_features, store.stats, stats)
-            notes.append("store normalised with other statistics; re-normalised to the model's")
-        else:
-            notes.append(
-                "store normalised with other global statistics than the model's (per-speaker"
-                " normalisation: only the prior differs; evaluate the corpus dir to be exact)"
-            )
+    data = store.split(split, prior=stats)
     utterances = data.utterances
     return EvaluationInput(
         kind="store",
         utt_ids=[u.utt_id for u in utterances],
         speakers=[u.speaker for u in utterances],
         lengths=[u.frames for u in utterances],
-        features=features,
-        labels=data.utterance_labels,
-        notes=notes,
+        features=data.utterance_features,
+        references=data.reference,
     )
-
-
-def _same_stats(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in ("mean", "std"))
-
-
-def _renormalized(
-    features: Callable[[int], np.ndarray], have: dict[str, Any], want: dict[str, Any]
-) -> Callable[[int], np.ndarray]:
-    """Globally normalised features under ``have`` -> the same under ``want`` (affine)."""
-    have_mean, have_std = np.asarray(have["mean"]), np.asarray(have["std"])
-    want_mean, want_std = np.asarray(want["mean"]), np.asarray(want["std"])
-    scale = (have_std / want_std).astype(np.float32)
-    shift = ((have_mean - want_mean) / want_std).astype(np.float32)
-    return lambda i: np.asarray(features(i)) * scale + shift
 
 
 def _corpus_input(
@@ -297,37 +268,30 @@ def _corpus_input(
     """Featurise a corpus split exactly as ``featurize`` stores it (same per-utterance
     function, same per-speaker normalisation over the speaker's utterances in the split),
     with the model's statistics as the global prior, so store and corpus scores agree."""
-    from phonelabel.corpus.timit import SPLITS, assign_splits, find_utterances
-    from phonelabel.features import normalize, speaker_stats
-    from phonelabel.store import featurize_utterance
-
     if split not in SPLITS:
         raise PhonelabelError(f"{root}: no split {split!r} (a corpus has: {', '.join(SPLITS)})")
-    kept, features, labels, skipped = [], [], [], []
+    kept, features, references, skipped = [], [], [], []
     for utterance in assign_splits(find_utterances(root))[split]:
-        result = featurize_utterance(utterance.audio, utterance.phn, feature)
+        result = featurize_utterance(utterance.audio, utterance.alignment, feature)
         if result.reason is not None:  # featurize skips these too, and says so
             skipped.append([utterance.utt_id, result.reason])
             continue
         kept.append(utterance)
         features.append(result.features.astype(np.float32, copy=False))  # (T, D) raw
-        labels.append(result.labels)
-    if feature.normalization == "speaker":
-        by_speaker: dict[str, list[int]] = {}
-        for i, utterance in enumerate(kept):
-            by_speaker.setdefault(utterance.speaker, []).append(i)
-        for indices in by_speaker.values():
-            mean, std = speaker_stats(np.concatenate([features[i] for i in indices]), stats)
-            for i in indices:
-                features[i] = normalize(features[i], mean, std)
-    else:
-        features = [normalize(f, stats["mean"], stats["std"]) for f in features]
+        references.append(Reference(result.labels, result.phones))
+    by_speaker: dict[str, list[int]] = {}
+    for i, utterance in enumerate(kept):
+        by_speaker.setdefault(utterance.speaker, []).append(i)
+    for indices in by_speaker.values():
+        normalized = normalize_speaker([features[i] for i in indices], feature, stats)
+        for i, utterance_features in zip(indices, normalized, strict=True):
+            features[i] = utterance_features
     return EvaluationInput(
         kind="corpus",
         utt_ids=[u.utt_id for u in kept],
         speakers=[u.speaker for u in kept],
         lengths=[len(f) for f in features],
         features=features.__getitem__,
-        labels=labels.__getitem__,
+        references=references.__getitem__,
         skipped=skipped,
     )

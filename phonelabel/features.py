@@ -18,29 +18,30 @@ long recordings in blocks of frames (bounded memory).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from math import factorial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from phonelabel.core import SAMPLE_RATE, Segment, dataclass_from_dict
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import phone_index
-
-if TYPE_CHECKING:
-    from phonelabel.corpus.timit import Segment
 
 NO_LABEL = 255  # uint8 label of a frame whose centre falls between segments: not trained/scored
 PRIOR_FRAMES = 100.0  # weight of the global variance in per-speaker statistics, in frames
 PRIOR_MEAN_FRAMES = 10.0  # ... and of the global mean (small: the speaker's own mean rules)
 STD_FLOOR = 1e-5  # a constant feature dimension (digital silence) must not divide by zero
+SILENCE_DBFS = -60.0  # frames quieter than white noise at this level carry no signal
+MIN_SIGNAL_FRAMES = 50  # a speaker needs 0.5 s above it for statistics of its own
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
     kind: str = "mfcc"  # "mfcc": 13 MFCC (c0 as energy); "fbank": 40 log-mel; + deltas
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     win_length: int = 400  # 25 ms, Hamming
     hop_length: int = 160  # 10 ms
     preemphasis: float = 0.97
@@ -74,9 +75,8 @@ class FeatureConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: dict[str, Any], where: str = "feature config") -> FeatureConfig:
+        return dataclass_from_dict(cls, data, where)
 
 
 def frame_count(num_samples: int, config: FeatureConfig = FeatureConfig()) -> int:
@@ -267,69 +267,141 @@ def frame_labels(segments: list[Segment], num_frames: int, config: FeatureConfig
     return labels
 
 
-# --- normalisation ----------------------------------------------------------------------
+# --- normalisation -------------------------------------------------------------------
+# One rule, used by featurize (per speaker), evaluate (per speaker) and label (per recording,
+# or running over a stream): ``normalization_stats``. It reads raw frames only through
+# ``Moments`` (count, sum, sum of squares), so a split read from a memory map, a long file
+# read in blocks and a stream's running totals all get the same numbers.
 
 
-def _moments(features: np.ndarray, chunk: int = 65536) -> tuple[int, np.ndarray, np.ndarray]:
-    """Frame count, sum and sum of squares in float64, ``chunk`` rows at a time (memmaps)."""
-    total = np.zeros(features.shape[1])
-    squares = np.zeros(features.shape[1])
-    for start in range(0, len(features), chunk):
-        block = np.asarray(features[start : start + chunk], dtype=np.float64)
-        total += block.sum(axis=0)
-        squares += (block * block).sum(axis=0)
-    return len(features), total, squares
+@dataclass
+class Moments:
+    """Frame count, sum and sum of squares (float64) of raw feature frames, and how many of
+    them carry signal (above ``silence_floor``). Fields may also be running totals, one row
+    per frame ((n, 1) counts, (n, D) sums), for a stream normalised causally."""
+
+    count: Any = 0
+    total: Any = 0.0
+    squares: Any = 0.0
+    signal: Any = 0
+
+    def add(
+        self, features: np.ndarray, config: FeatureConfig | None = None, chunk: int = 65536
+    ) -> Moments:
+        """Accumulate (N, D) raw frames, ``chunk`` rows at a time (memory maps); returns self.
+        Without ``config`` no frame is counted as signal."""
+        for start in range(0, len(features), chunk):
+            block = np.asarray(features[start : start + chunk], dtype=np.float64)
+            self.count += len(block)
+            self.total = self.total + block.sum(axis=0)
+            self.squares = self.squares + (block * block).sum(axis=0)
+            if config is not None:
+                self.signal += int(np.count_nonzero(carries_signal(block, config)))
+        return self
+
+    def running(self, features: np.ndarray, config: FeatureConfig) -> Moments:
+        """Per-frame running totals over the frames so far plus (n, D) ``features``; advances
+        self to the end of them."""
+        x = np.asarray(features, dtype=np.float64)  # (n, D)
+        n = np.arange(1, len(x) + 1)[:, None]
+        running = Moments(
+            self.count + n,
+            self.total + np.cumsum(x, axis=0),
+            self.squares + np.cumsum(x * x, axis=0),
+            self.signal + np.cumsum(carries_signal(x, config))[:, None],
+        )
+        if len(x):
+            self.count, self.total = int(running.count[-1, 0]), running.total[-1]
+            self.squares, self.signal = running.squares[-1], int(running.signal[-1, 0])
+        return running
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frames": int(self.count),
+            "signal_frames": int(self.signal),
+            "sum": np.asarray(self.total, dtype=np.float64).tolist(),
+            "squares": np.asarray(self.squares, dtype=np.float64).tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Moments:
+        return cls(
+            data["frames"],
+            np.asarray(data["sum"]),
+            np.asarray(data["squares"]),
+            data["signal_frames"],
+        )
+
+
+def frame_log_energy(features: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """(T, D) raw features -> (T,) mean log-mel power of each frame (MFCC: c0 / sqrt(n_mels),
+    since the orthonormal DCT's first row is 1 / sqrt(n_mels))."""
+    features = np.asarray(features)
+    if config.kind == "mfcc":
+        return features[:, 0] / np.sqrt(config.n_mels)
+    return features[:, : config.n_mels].mean(axis=1)
+
+
+@lru_cache(maxsize=8)
+def silence_floor(config: FeatureConfig) -> float:
+    """Mean log-mel power of white noise at SILENCE_DBFS: quieter frames carry no signal."""
+    noise = np.random.default_rng(0).standard_normal(config.sample_rate)
+    noise *= 10 ** (SILENCE_DBFS / 20) / np.sqrt(np.mean(noise**2))
+    return float(np.median(frame_log_energy(compute_features(noise, config), config)))
+
+
+def carries_signal(features: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """(T, D) raw features -> (T,) bool: louder than white noise at SILENCE_DBFS."""
+    return frame_log_energy(features, config) > silence_floor(config)
 
 
 def global_stats(features: np.ndarray) -> dict[str, Any]:
     """{"mean", "std", "frames"} of (N, D) raw features (std floored at STD_FLOOR)."""
-    count, total, squares = _moments(features)
-    if count == 0:
+    moments = Moments().add(features)
+    if moments.count == 0:
         raise PhonelabelError("no feature frames to compute normalisation statistics from")
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    mean = moments.total / moments.count
+    std = np.sqrt(np.maximum(moments.squares / moments.count - mean**2, 0.0))
     return {
         "mean": mean.tolist(),
         "std": np.maximum(std, STD_FLOOR).tolist(),
-        "frames": int(count),
+        "frames": int(moments.count),
     }
 
 
-def speaker_stats(
-    features: np.ndarray, prior: dict[str, Any], prior_frames: float = PRIOR_FRAMES
-) -> tuple[np.ndarray, np.ndarray]:
-    """(D,) mean and std of one speaker's (N, D) raw frames, steadied by the global prior.
-
-    The mean is the speaker's own (the prior counts as ``PRIOR_MEAN_FRAMES`` frames, only
-    so that a handful of frames has one): that removes the level and the channel (a gain,
-    a microphone, a telephone band) as cepstral mean normalisation does. The variance
-    around it takes the global variance as ``prior_frames`` extra frames, so a 1 s
-    recording (or one long silence) keeps sane scales while a speaker's minutes of speech
-    are scaled by their own.
-    """
-    return blend_moments(*_moments(features), prior, prior_frames)
-
-
-def blend_moments(
-    count: Any,
-    total: np.ndarray,
-    squares: np.ndarray,
+def normalization_stats(
+    config: FeatureConfig,
     prior: dict[str, Any],
+    moments: Moments | None = None,
     prior_frames: float = PRIOR_FRAMES,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``speaker_stats`` from frame count, sum and sum of squares (float64), so a long
-    recording read in blocks, or a stream's running totals ((n, 1) counts with (n, D)
-    sums: one row per frame), get the same rule."""
+    """(D,) mean and std to normalise one speaker (or recording) with: the global ``prior``
+    (``{"mean", "std"}`` of the training split) for "global" normalisation; for "speaker",
+    the speaker's own ``moments`` steadied by the prior. With running ``moments`` (one row
+    per frame) the results have one row per frame too.
+
+    Speaker rule: the mean is the speaker's own (the prior counts as ``PRIOR_MEAN_FRAMES``
+    frames, only so that a handful of frames has one): that removes the level and the
+    channel (a gain, a microphone, a telephone band) as cepstral mean normalisation does.
+    The variance around it takes the global variance as ``prior_frames`` extra frames, so a
+    1 s recording (or one long pause) keeps sane scales while a speaker's minutes of speech
+    are scaled by their own. A speaker with fewer than ``MIN_SIGNAL_FRAMES`` frames above
+    the silence floor (digital silence, a near-silent recording) has no level or channel to
+    remove: the prior alone normalises it, so silence stays silence instead of its noise
+    floor being blown up to the scale of speech.
+    """
     prior_mean = np.asarray(prior["mean"], dtype=np.float64)
-    prior_variance = np.asarray(prior["std"], dtype=np.float64) ** 2
-    count = np.asarray(count, dtype=np.float64)
-    if np.any(count + PRIOR_MEAN_FRAMES <= 0):
-        raise PhonelabelError("no frames and no prior to compute speaker statistics from")
-    mean = (total + PRIOR_MEAN_FRAMES * prior_mean) / (count + PRIOR_MEAN_FRAMES)
-    own_mean = total / np.maximum(count, 1.0)
-    scatter = squares - count * own_mean**2 + count * (own_mean - mean) ** 2  # about `mean`
-    variance = (scatter + prior_frames * prior_variance) / (count + prior_frames)
-    return mean, np.maximum(np.sqrt(np.maximum(variance, 0.0)), STD_FLOOR)
+    prior_std = np.asarray(prior["std"], dtype=np.float64)
+    if config.normalization == "global" or moments is None:
+        return prior_mean, prior_std
+    count = np.asarray(moments.count, dtype=np.float64)
+    mean = (moments.total + PRIOR_MEAN_FRAMES * prior_mean) / (count + PRIOR_MEAN_FRAMES)
+    own_mean = moments.total / np.maximum(count, 1.0)
+    scatter = moments.squares - count * own_mean**2 + count * (own_mean - mean) ** 2
+    variance = (scatter + prior_frames * prior_std**2) / (count + prior_frames)
+    std = np.maximum(np.sqrt(np.maximum(variance, 0.0)), STD_FLOOR)
+    silent = np.asarray(moments.signal) < MIN_SIGNAL_FRAMES
+    return np.where(silent, prior_mean, mean), np.where(silent, prior_std, std)
 
 
 def normalize(features: np.ndarray, mean: Any, std: Any) -> np.ndarray:
@@ -339,21 +411,83 @@ def normalize(features: np.ndarray, mean: Any, std: Any) -> np.ndarray:
     return ((np.asarray(features, dtype=np.float32) - mean) / std).astype(np.float32, copy=False)
 
 
-def normalize_recording(
-    features: np.ndarray, config: FeatureConfig, stats: dict[str, Any]
-) -> np.ndarray:
-    """Normalise ONE recording of one speaker as ``config.normalization`` says (label and
-    evaluate time): "speaker" uses its own statistics blended with the global ``stats``;
-    "global" uses ``stats`` alone."""
-    if config.normalization == "speaker":
-        mean, std = speaker_stats(features, stats)
-        return normalize(features, mean, std)
-    return normalize(features, stats["mean"], stats["std"])
+def normalize_speaker(
+    utterances: list[np.ndarray], config: FeatureConfig, prior: dict[str, Any]
+) -> list[np.ndarray]:
+    """One speaker's (or one recording's) raw (T_i, D) features, normalised together."""
+    moments = Moments()
+    for features in utterances:
+        moments.add(features, config)
+    mean, std = normalization_stats(config, prior, moments)
+    return [normalize(features, mean, std) for features in utterances]
 
 
-def featurize_audio(
-    samples: np.ndarray, config: FeatureConfig, stats: dict[str, Any]
-) -> np.ndarray:
-    """(N,) 16 kHz samples -> (T, dim) normalised float32 features (what ``label`` feeds
-    the model)."""
-    return normalize_recording(compute_features(samples, config), config, stats)
+class RunningNormalizer:
+    """Causal normalisation of a stream: frame t by the statistics of frames 0..t (the same
+    rule as ``normalization_stats``; a stream cannot look ahead)."""
+
+    def __init__(self, config: FeatureConfig, prior: dict[str, Any]):
+        self.config = config
+        self.prior = prior
+        self.moments = Moments()
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        if self.config.normalization == "global":
+            return normalize(features, *normalization_stats(self.config, self.prior))
+        running = self.moments.running(features, self.config)
+        mean, std = normalization_stats(self.config, self.prior, running)  # (n, D) each
+        return ((np.asarray(features, np.float64) - mean) / std).astype(np.float32)
+
+
+# --- features of a growing signal --------------------------------------------------------
+
+
+class FeatureStream:
+    """Raw features of a growing signal, equal to ``compute_features`` of the whole signal.
+
+    Frame i is computed once the signal reaches ``delta_width // 2`` frames past it (its
+    delta window); each block is featurized with one extra frame of context on the left so
+    that pre-emphasis and delta edge effects fall on frames already emitted.
+    """
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+        self.right = config.delta_width // 2
+        self.left = self.right + 1
+        self.buffer = np.zeros(0, dtype=np.float32)  # samples from frame `buffer_frame` on
+        self.buffer_frame = 0
+        self.done = 0  # frames emitted
+        self.samples = 0  # samples pushed
+
+    def _available(self) -> int:
+        return self.buffer_frame + frame_count(len(self.buffer), self.config)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        self.buffer = np.concatenate([self.buffer, samples])
+        self.samples += len(samples)
+        return self._compute(self._available() - self.right, self._available())
+
+    def finish(self) -> np.ndarray:
+        return self._compute(self._available(), self._available())
+
+    def frames(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Blocks of samples -> blocks of raw feature frames, the last ones at the end."""
+        for block in blocks:
+            yield self.push(block)
+        yield self.finish()
+
+    def _compute(self, upto: int, context_end: int) -> np.ndarray:
+        """Frames [done, upto), featurized over frames [done - left, context_end)."""
+        config = self.config
+        if upto <= self.done:
+            return np.zeros((0, config.dim), dtype=np.float32)
+        first = max(self.done - self.left, self.buffer_frame)
+        begin = (first - self.buffer_frame) * config.hop_length
+        end = (context_end - 1 - self.buffer_frame) * config.hop_length + config.win_length
+        features = compute_features(self.buffer[begin:end], config)  # (frames, D)
+        out = features[self.done - first : upto - first]
+        self.done = upto
+        keep = max(self.done - self.left, self.buffer_frame)  # drop samples no longer needed
+        self.buffer = self.buffer[(keep - self.buffer_frame) * config.hop_length :]
+        self.buffer_frame = keep
+        return out

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from phonelabel.errors import PhonelabelError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -74,3 +76,40 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             os.replace(temp, target)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+# --- output paths: checked before the work, not after it -----------------------------------
+
+
+def output_directory(path: str | Path, create: bool = True) -> Path:
+    """An output directory: refuse a file in its place or one that cannot be written;
+    ``create`` it (with its parents) now, else only check that it could be."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PhonelabelError(f"{path}: exists and is not a directory")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PhonelabelError(
+                f"{path}: cannot create the directory ({error.strerror})"
+            ) from None
+    _check_writable(path, path)
+    return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """An output file: refuse a directory in its place or a folder that cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise PhonelabelError(f"{path}: is a directory (give a file name)")
+    _check_writable(path, path.parent)
+    return path
+
+
+def _check_writable(path: Path, folder: Path) -> None:
+    """``folder`` (or its nearest existing ancestor, where it is yet to be made) is writable."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PhonelabelError(f"{path}: cannot write there ({folder} is not a writable directory)")

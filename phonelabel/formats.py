@@ -1,6 +1,7 @@
 """Phone segments to and from files: TIMIT .PHN, Praat TextGrid, JSON, CSV.
 
-- ``phn``: ``start_sample end_sample phone`` per line, samples at 16 kHz (TIMIT).
+- ``phn``: ``start_sample end_sample phone`` per line, sample numbers at the recording's
+  own rate (as TIMIT's count its 16 kHz samples).
 - ``textgrid``: Praat's long text format, one IntervalTier "phones" whose intervals tile
   0..duration (gaps between segments become intervals with empty text).
 - ``json``: ``{"duration", "phone_set", "segments": [{"start", "end", "phone",
@@ -22,7 +23,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from phonelabel.corpus.timit import Segment, read_wrd
+from phonelabel.core import SAMPLE_RATE, Segment
+from phonelabel.corpus.timit import read_wrd
 from phonelabel.errors import PhonelabelError
 from phonelabel.fileio import write_text
 from phonelabel.phones import fold_to_39
@@ -30,7 +32,6 @@ from phonelabel.phones import fold_to_39
 FORMATS = ("phn", "textgrid", "json", "csv")
 EXTENSIONS = {"phn": ".phn", "textgrid": ".TextGrid", "json": ".json", "csv": ".csv"}
 STREAMABLE = ("phn", "json", "csv")  # line-based: a segment can be written once it is final
-PHN_RATE = 16000
 TIER = "phones"
 
 
@@ -81,7 +82,7 @@ def _lines(segments: Iterable[Segment], fmt: str) -> Iterator[str]:
         yield segment_line(segment, fmt)
 
 
-def segment_line(segment: Segment, fmt: str, rate: int = PHN_RATE) -> str:
+def segment_line(segment: Segment, fmt: str, rate: int = SAMPLE_RATE) -> str:
     """One segment as a line of a line-based format (no newline); ``rate``: the sample
     rate of .PHN sample numbers (the recording's own, as TIMIT's are)."""
     if fmt == "phn":
@@ -116,7 +117,7 @@ def format_segments(
     fmt: str,
     duration: float,
     metadata: dict[str, Any] | None = None,
-    rate: int = PHN_RATE,
+    rate: int = SAMPLE_RATE,
 ) -> str:
     """The text of a whole output file; ``duration`` (seconds) bounds the TextGrid, ``rate``
     is the sample rate of .PHN sample numbers."""
@@ -138,7 +139,7 @@ def write_segments(
     path_or_stream: str | Path | IO[str],
     duration: float,
     metadata: dict[str, Any] | None = None,
-    rate: int = PHN_RATE,
+    rate: int = SAMPLE_RATE,
 ) -> None:
     """Write a whole file (atomically), or to an open text stream such as ``sys.stdout``."""
     text = format_segments(segments, fmt, duration, metadata, rate)
@@ -201,7 +202,9 @@ _INTERVAL = re.compile(
 )
 
 
-def read_segments(path: str | Path, fmt: str | None = None, rate: int = PHN_RATE) -> list[Segment]:
+def read_segments(
+    path: str | Path, fmt: str | None = None, rate: int = SAMPLE_RATE
+) -> list[Segment]:
     """Segments of a file written by ``write_segments`` (``fmt`` from the extension if None).
 
     TextGrid: the intervals of its first tier, empty ones skipped (no confidence kept).

@@ -1,16 +1,17 @@
 """Label new recordings: audio -> features -> LSTM -> decoder -> timed phone segments.
 
 Everything runs block by block, so an hour-long file needs bounded memory and stdin can
-stream: ``FeatureStream`` yields exactly the frames ``compute_features`` gives the whole
-signal (a few frames of context kept across block edges), ``PosteriorStream`` carries the
-LSTM state across blocks and honours the target delay as ``utterance_log_posteriors``
-does, and the incremental Viterbi emits frames once all surviving paths agree. Files get
-two passes when the model normalises per speaker (a recording is one speaker): the first
-gathers the recording's statistics, the second labels. A stream cannot look ahead, so it
-normalises each frame by the running statistics of the frames so far, blended with the
-model's global prior (``features.speaker_stats``' rule); its output then differs slightly
-from a whole-file run. With "global" normalisation streaming and files give the same
-segments.
+stream. This module holds only the pipeline; its pieces live where they belong:
+``audio.AudioFile`` / ``audio.pcm_blocks`` read the blocks, ``features.FeatureStream``
+yields exactly the frames ``compute_features`` gives the whole signal,
+``model.PosteriorStream`` carries the LSTM state across blocks and honours the target
+delay as the whole-utterance pass does, and ``decode.ViterbiDecoder`` emits frames once all
+surviving paths agree. Files get two passes when the model normalises per speaker (a
+recording is one speaker): the first gathers the recording's ``features.Moments``, the
+second labels. A stream cannot look ahead, so ``features.RunningNormalizer`` normalises
+each frame by the statistics of the frames so far (the same rule); its output then differs
+slightly from a whole-file run. With "global" normalisation streaming and files give the
+same segments.
 """
 
 from __future__ import annotations
@@ -18,48 +19,37 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import soundfile
 
-from phonelabel.audio import check_truncated
-from phonelabel.corpus.timit import Segment
+from phonelabel.audio import BLOCK_SECONDS, AudioFile, pcm_blocks
+from phonelabel.core import SAMPLE_RATE, Segment
+from phonelabel.corpus.timit import read_phn
 from phonelabel.decode import DecoderParams, SegmentBuilder, make_decoder
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import (
     FeatureConfig,
-    blend_moments,
-    compute_features,
+    FeatureStream,
+    Moments,
+    RunningNormalizer,
     frame_count,
+    normalization_stats,
     normalize,
 )
+from phonelabel.fileio import output_directory
 from phonelabel.formats import EXTENSIONS, check_format, fold_segments, write_segments
-from phonelabel.model import resolve_device
-from phonelabel.modeldir import TrainedModel, load_model
+from phonelabel.model import PosteriorStream, resolve_device
+from phonelabel.modeldir import TrainedModel, default_model_dir, load_model
+from phonelabel.plots import plot_audio_file
 
-BLOCK_SECONDS = 10.0  # file blocks: 10 s of audio (160,000 samples) in memory at a time
 CACHE_SECONDS = 1200.0  # files up to 20 min keep first-pass features (19 MB at 39 dims)
-STREAM_BYTES = 3200  # stdin reads: 100 ms of 16-bit PCM
-SAMPLE_RATE = 16000
 
 Progress = Callable[[float, float], None]  # (seconds done, seconds in all)
 
 
 # --- the model and its decoder -------------------------------------------------------------
-
-
-def default_model_dir() -> Path:
-    """The model shipped in the package (``phonelabel/models/default``)."""
-    directory = Path(str(resources.files("phonelabel.models") / "default"))
-    if not (directory / "config.json").is_file():
-        raise PhonelabelError(
-            f"{directory}: no default model is installed; pass --model DIR (a `phonelabel "
-            "train` output)"
-        )
-    return directory
 
 
 @dataclass
@@ -87,214 +77,7 @@ def load_labeller(
     """Load a model dir (None: the shipped default); its config's decoder parameters."""
     device = resolve_device(device)
     trained = load_model(model if model is not None else default_model_dir(), device)
-    if trained.feature.sample_rate != SAMPLE_RATE:
-        raise PhonelabelError(f"{trained.directory}: models of {SAMPLE_RATE} Hz audio only")
-    return Labeller(trained, DecoderParams.from_dict(trained.decoder), smooth, device)
-
-
-# --- audio in blocks -----------------------------------------------------------------------
-
-
-def _audio_error(path: Path, error: Exception) -> PhonelabelError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return PhonelabelError(f"{path}: not readable audio ({reason})")
-
-
-class AudioFile:
-    """An audio file read as 16 kHz mono float32 blocks (downmixed and resampled per block).
-
-    Resampling uses soxr's streaming resampler, the algorithm ``read_audio`` applies to the
-    whole file; block edges may change the result in the last bits only.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise PhonelabelError(f"{self.path}: no such audio file")
-        try:
-            with soundfile.SoundFile(str(self.path)) as sound:
-                self.source_rate = sound.samplerate
-                self.source_frames = sound.frames
-                check_truncated(self.path, sound)
-        except PhonelabelError:
-            raise
-        except Exception as error:  # libsndfile raises RuntimeError/LibsndfileError subclasses
-            raise _audio_error(self.path, error) from None
-        if self.source_frames <= 0:
-            raise PhonelabelError(f"{self.path}: audio file holds no samples")
-
-    @property
-    def seconds(self) -> float:
-        return self.source_frames / self.source_rate
-
-    def blocks(self, seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
-        """(n,) float32 blocks at 16 kHz, from the start each time it is called."""
-        size = max(1, int(seconds * self.source_rate))
-        resampler = None
-        if self.source_rate != SAMPLE_RATE:
-            import soxr
-
-            resampler = soxr.ResampleStream(
-                self.source_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
-            )
-        try:
-            with soundfile.SoundFile(str(self.path)) as sound:
-                while True:
-                    block = sound.read(size, dtype="float32", always_2d=True)
-                    last = len(block) < size
-                    mono = (
-                        block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-                    )
-                    if resampler is not None:
-                        mono = resampler.resample_chunk(mono, last=last)
-                    if not np.all(np.isfinite(mono)):
-                        raise PhonelabelError(f"{self.path}: audio holds NaN or infinite samples")
-                    if len(mono):
-                        yield np.ascontiguousarray(mono, dtype=np.float32)
-                    if last:
-                        return
-        except PhonelabelError:
-            raise
-        except Exception as error:
-            raise _audio_error(self.path, error) from None
-
-
-CONTAINERS = {b"RIFF": "WAV", b"NIST": "NIST SPHERE", b"fLaC": "FLAC", b"OggS": "Ogg"}
-
-
-def pcm_blocks(stream: IO[bytes], block_bytes: int = STREAM_BYTES) -> Iterator[np.ndarray]:
-    """Raw 16 kHz 16-bit little-endian mono PCM from a byte stream, as float32 blocks."""
-    read = getattr(stream, "read1", stream.read)  # read1: return what is there, don't wait
-    carry, checked = b"", False
-    while True:
-        data = read(block_bytes)
-        if not data:
-            break
-        data = carry + data
-        if not checked:  # a file's header would be "labelled" as sound
-            if len(data) < 4:
-                carry = data
-                continue
-            kind = CONTAINERS.get(data[:4])
-            if kind:
-                raise PhonelabelError(
-                    f"-: stdin holds a {kind} file, not raw PCM; give its name instead of -, "
-                    "or convert it (sox in.wav -t raw -r 16000 -e signed -b 16 -c 1 -)"
-                )
-            checked = True
-        usable = len(data) - len(data) % 2
-        carry = data[usable:]
-        if usable:
-            yield np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-
-
-# --- features, normalisation, posteriors as streams ------------------------------------------
-
-
-class FeatureStream:
-    """Raw features of a growing signal, equal to ``compute_features`` of the whole signal.
-
-    Frame i is computed once the signal reaches ``delta_width // 2`` frames past it (its
-    delta window); each block is featurized with one extra frame of context on the left so
-    that pre-emphasis and delta edge effects fall on frames already emitted.
-    """
-
-    def __init__(self, config: FeatureConfig):
-        self.config = config
-        self.right = config.delta_width // 2
-        self.left = self.right + 1
-        self.buffer = np.zeros(0, dtype=np.float32)  # samples from frame `buffer_frame` on
-        self.buffer_frame = 0
-        self.done = 0  # frames emitted
-        self.samples = 0  # samples pushed
-
-    def _available(self) -> int:
-        return self.buffer_frame + frame_count(len(self.buffer), self.config)
-
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        self.buffer = np.concatenate([self.buffer, samples])
-        self.samples += len(samples)
-        return self._compute(self._available() - self.right, self._available())
-
-    def finish(self) -> np.ndarray:
-        return self._compute(self._available(), self._available())
-
-    def _compute(self, upto: int, context_end: int) -> np.ndarray:
-        """Frames [done, upto), featurized over frames [done - left, context_end)."""
-        config = self.config
-        if upto <= self.done:
-            return np.zeros((0, config.dim), dtype=np.float32)
-        first = max(self.done - self.left, self.buffer_frame)
-        begin = (first - self.buffer_frame) * config.hop_length
-        end = (context_end - 1 - self.buffer_frame) * config.hop_length + config.win_length
-        features = compute_features(self.buffer[begin:end], config)  # (frames, D)
-        out = features[self.done - first : upto - first]
-        self.done = upto
-        keep = max(self.done - self.left, self.buffer_frame)  # drop samples no longer needed
-        self.buffer = self.buffer[(keep - self.buffer_frame) * config.hop_length :]
-        self.buffer_frame = keep
-        return out
-
-
-class RunningNormalizer:
-    """Causal speaker normalisation: frame t by the statistics of frames 0..t + prior."""
-
-    def __init__(self, prior: dict[str, Any]):
-        self.prior = prior
-        self.count = 0
-        self.total: np.ndarray | float = 0.0
-        self.squares: np.ndarray | float = 0.0
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        x = features.astype(np.float64)  # (n, D)
-        totals = self.total + np.cumsum(x, axis=0)
-        squares = self.squares + np.cumsum(x * x, axis=0)
-        counts = self.count + np.arange(1, len(x) + 1)[:, None]
-        if len(x):
-            self.count, self.total, self.squares = int(counts[-1, 0]), totals[-1], squares[-1]
-        mean, std = blend_moments(counts, totals, squares, self.prior)  # (n, D) each
-        return ((x - mean) / std).astype(np.float32)
-
-
-def _featurized(blocks: Iterable[np.ndarray], stream: FeatureStream) -> Iterator[np.ndarray]:
-    for block in blocks:
-        yield stream.push(block)
-    yield stream.finish()
-
-
-class PosteriorStream:
-    """LSTM log-posteriors with the state carried across blocks; row t labels frame t.
-
-    The output at input frame t + d labels frame t (target delay d): the first d outputs
-    are dropped, and at the end the last frame is fed d more times, as
-    ``model.utterance_log_posteriors`` pads a whole utterance.
-    """
-
-    def __init__(self, trained: TrainedModel, device: str = "cpu"):
-        self.model = trained.model
-        self.device = device
-        self.delay = trained.delay
-        self.to_skip = self.delay
-        self.state = None
-        self.last: np.ndarray | None = None
-
-    def push(self, features: np.ndarray) -> np.ndarray:
-        import torch
-
-        if len(features) == 0:
-            return np.zeros((0, self.model.config.num_classes), dtype=np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(features)).to(self.device)[None]  # (1, n, D)
-        log_posteriors, self.state = self.model.posteriors(x, self.state)  # (1, n, 61)
-        self.last = features[-1:]
-        out = log_posteriors[0].cpu().numpy()
-        skip = min(self.to_skip, len(out))
-        self.to_skip -= skip
-        return out[skip:]
-
-    def finish(self) -> np.ndarray:
-        if self.last is None or self.delay == 0:
-            return np.zeros((0, self.model.config.num_classes), dtype=np.float32)
-        return self.push(np.repeat(self.last, self.delay, axis=0))
+    return Labeller(trained, trained.decoder_params, smooth, device)
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -312,7 +95,7 @@ def segment_stream(
     soon as it is final. ``check_every``: frames between the Viterbi's convergence checks
     (streaming latency vs. a little speed)."""
     config = labeller.feature
-    posteriors = PosteriorStream(labeller.trained, labeller.device)
+    posteriors = PosteriorStream(labeller.trained.model, labeller.device)
     decoder = make_decoder(labeller.params, labeller.smooth, check_every=check_every)
     builder = SegmentBuilder(config)
     pending = np.zeros((0, labeller.trained.model.config.num_classes), dtype=np.float32)
@@ -390,26 +173,25 @@ def label_file(
 
     def first_pass() -> tuple[FeatureStream, Iterator[np.ndarray]]:
         stream = FeatureStream(config)
-        return stream, _featurized(reported(audio.blocks(block_seconds), 1 / SAMPLE_RATE), stream)
+        return stream, stream.frames(reported(audio.blocks(block_seconds), 1 / SAMPLE_RATE))
 
     features, raw = first_pass()
-    if speaker:
+    moments = None
+    if speaker:  # a recording is one speaker: its own statistics, two passes
         cache: list[np.ndarray] | None = [] if audio.seconds <= cache_seconds else None
-        count, sums, squares = 0, np.zeros(config.dim), np.zeros(config.dim)
+        moments = Moments()
         for block in raw:
-            x = block.astype(np.float64)
-            count, sums, squares = count + len(x), sums + x.sum(0), squares + (x * x).sum(0)
+            moments.add(block, config)
             if cache is not None:
                 cache.append(block)
-        mean, std = blend_moments(count, sums, squares, labeller.trained.stats)
         if cache is None:
             features, raw = first_pass()
         else:
             raw = reported(cache, config.hop_length / config.sample_rate)
         normalization = "speaker (this recording, blended with the model's prior)"
     else:
-        mean, std = labeller.trained.stats["mean"], labeller.trained.stats["std"]
         normalization = "global"
+    mean, std = normalization_stats(config, labeller.trained.stats, moments)
     segments = list(
         segment_stream(
             raw,
@@ -436,17 +218,9 @@ def label_stream(stream: IO[bytes], labeller: Labeller) -> Iterator[Segment]:
 
     A speaker-normalised model uses running statistics here (see the module docstring).
     """
-    stats = labeller.trained.stats
-    if labeller.feature.normalization == "speaker":
-        normalizer: Callable[[np.ndarray], np.ndarray] = RunningNormalizer(stats)
-    else:
-
-        def normalizer(features: np.ndarray) -> np.ndarray:
-            return normalize(features, stats["mean"], stats["std"])
-
+    normalizer = RunningNormalizer(labeller.feature, labeller.trained.stats)
     features = FeatureStream(labeller.feature)
-    raw = _featurized(pcm_blocks(stream), features)
-    return segment_stream(raw, features, labeller, normalizer)
+    return segment_stream(features.frames(pcm_blocks(stream)), features, labeller, normalizer)
 
 
 # --- many files, outputs ---------------------------------------------------------------------
@@ -456,20 +230,6 @@ def label_stream(stream: IO[bytes], labeller: Labeller) -> Iterator[Segment]:
 class Failure:
     source: str
     error: str
-
-
-def output_dir(out: str | Path) -> Path:
-    """Create ``out`` if needed and check it can be written to."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PhonelabelError(
-            f"{out}: cannot create the output directory ({error.strerror})"
-        ) from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise PhonelabelError(f"{out}: output directory is not writable")
-    return out
 
 
 def output_names(sources: list[str], fmt: str) -> list[Path]:
@@ -499,7 +259,7 @@ def label_files(
     """
     check_format(fmt)
     paths = [str(p) for p in paths]
-    directory = output_dir(out) if out is not None else None
+    directory = output_directory(out) if out is not None else None
     names = output_names(paths, fmt)
     if directory is not None and len(set(names)) < len(names):
         twice = sorted({str(n) for n in names if names.count(n) > 1})
@@ -527,8 +287,6 @@ def label_files(
                 result.output.parent.mkdir(parents=True, exist_ok=True)
                 result.write(fmt, result.output)
             if plot:
-                from phonelabel.plot import plot_audio_file
-
                 result.plot = (directory or Path.cwd()) / name.with_suffix(".png")
                 result.plot.parent.mkdir(parents=True, exist_ok=True)
                 plot_audio_file(path, {"phones": result.segments}, result.plot)
@@ -549,10 +307,7 @@ def plot_file(
 ) -> Path:
     """Label ``path`` (unless ``labelled`` is its result already) and draw its spectrogram with
     the segments (and a reference .PHN) under it, from ``start`` to ``end`` seconds (default:
-    ``plot.PLOT_SECONDS`` from ``start``)."""
-    from phonelabel.corpus.timit import read_phn
-    from phonelabel.plot import plot_audio_file
-
+    ``plots.PLOT_SECONDS`` from ``start``)."""
     labelled = labelled or label_file(path, labeller)
     tiers = {"model": labelled.segments}
     if reference is not None:  # its sample numbers count the recording's own samples

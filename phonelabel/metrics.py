@@ -8,10 +8,12 @@ Scoring convention (DESIGN.md §4, Lee & Hon 1989 as in Kaldi's TIMIT recipe):
   cannot be deleted from the hypothesis alone, so a ``q`` *predicted* on a scored frame
   matches no 39-class phone and counts as an error; the 39x39 confusion matrix has no
   column for it, so such frames are counted separately (``q_predicted``).
-- Phone strings (PER): fold each frame, drop ``q`` and unlabelled frames (from both the
-  reference and the hypothesis, as Kaldi deletes q), then collapse runs of identical
-  labels. PER = (substitutions + deletions + insertions) / reference length, summed over
-  utterances before dividing.
+- Phone strings (PER), as Kaldi's TIMIT scoring: the reference is the .PHN's phones token
+  by token, each folded 61 -> 39 and ``q`` deleted, nothing merged ("pau pcl p" stays
+  "sil sil p", "aa q aa" is "aa aa"). The hypothesis is the decoder's 61-phone segments
+  (runs of one label in its frames; frames where the reference has no label dropped first)
+  folded token by token the same way. PER = (substitutions + deletions + insertions) /
+  reference length, summed over utterances before dividing.
 - Boundaries: frame indices where the 61-class frame label changes (not the utterance's
   own start and end), matched one-to-one within a tolerance.
 
@@ -27,13 +29,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from phonelabel.features import NO_LABEL  # a frame in a gap between segments
-from phonelabel.phones import FOLD_INDEX, NUM_PHONES, PHONES_39
+from phonelabel.phones import FOLD_INDEX, NUM_PHONES, PHONE_INDEX, PHONES_39
 
 NUM_PHONES_39 = len(PHONES_39)
 SCORING_CONVENTION = (
     "framewise arg-max; 39 classes by Lee & Hon folding; q deleted (frames whose reference "
     "is q are not scored, a predicted q is an error, q is removed from phone strings); "
-    "h#/pau/epi/closures folded to sil and scored; unlabelled frames not scored"
+    "h#/pau/epi/closures folded to sil and scored; unlabelled frames not scored; PER as "
+    "Kaldi's TIMIT recipe: reference = the .PHN tokens folded 61->39 one by one, q deleted, "
+    "no merging; hypothesis = the decoder's 61-phone segments folded one by one, q deleted, "
+    "no merging"
 )
 
 
@@ -197,25 +202,31 @@ def align(reference: Sequence, hypothesis: Sequence) -> EditCounts:
     return EditCounts(substitutions, deletions, insertions, n)
 
 
-def phone_string(frames: np.ndarray) -> list[int]:
-    """(T,) 61-class frame labels -> 39-class phone string: fold, drop q and unlabelled
-    frames, collapse runs of identical labels."""
+def reference_string(phones: Sequence[str]) -> list[int]:
+    """61-phone tokens (a .PHN's labels) -> 39-class string: each folded, q deleted."""
+    folded = (int(FOLD_INDEX[PHONE_INDEX[p]]) for p in phones)
+    return [f for f in folded if f >= 0]
+
+
+def hypothesis_string(frames: np.ndarray, reference: np.ndarray | None = None) -> list[int]:
+    """(T,) 61-class frames -> 39-class string: each run of one phone (a decoded segment)
+    folded, q deleted, nothing merged. Frames the ``reference`` leaves unlabelled are
+    dropped first (a gap also ends a segment)."""
     frames = np.asarray(frames, dtype=np.int64)
-    frames = frames[frames != NO_LABEL]
-    folded = FOLD_INDEX[frames]
-    folded = folded[folded >= 0]
-    if len(folded) == 0:
-        return []
-    keep = np.concatenate([[True], folded[1:] != folded[:-1]])
-    return folded[keep].tolist()
+    if reference is not None:
+        frames = np.where(np.asarray(reference) == NO_LABEL, NO_LABEL, frames)
+    starts = np.concatenate([[True], frames[1:] != frames[:-1]]) if len(frames) else []
+    tokens = frames[starts]
+    folded = FOLD_INDEX[tokens[tokens != NO_LABEL]]
+    return folded[folded >= 0].tolist()
 
 
-def phone_errors(reference: np.ndarray, hypothesis: np.ndarray) -> EditCounts:
-    """Edit counts between the phone strings of two (T,) 61-class frame sequences; frames
-    the reference leaves unlabelled are dropped from the hypothesis too."""
-    reference, hypothesis = np.asarray(reference), np.asarray(hypothesis)
-    hypothesis = np.where(reference == NO_LABEL, NO_LABEL, hypothesis)
-    return align(phone_string(reference), phone_string(hypothesis))
+def phone_errors(
+    reference_phones: Sequence[str], hypothesis: np.ndarray, reference: np.ndarray | None = None
+) -> EditCounts:
+    """Edit counts of a (T,) 61-class decoded frame sequence against the reference's 61-phone
+    tokens; ``reference``: its (T,) frame labels, whose gaps the hypothesis loses too."""
+    return align(reference_string(reference_phones), hypothesis_string(hypothesis, reference))
 
 
 def boundaries(frames: np.ndarray) -> np.ndarray:

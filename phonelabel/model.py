@@ -9,8 +9,10 @@ TBPTT(k1, k2 > k1) windows in which an utterance may start mid-window.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -122,6 +124,60 @@ def utterance_log_posteriors(
     return [log_posteriors[i, delay : delay + len(f)] for i, f in enumerate(utterances)]
 
 
+class PosteriorStream:
+    """LSTM log-posteriors with the state carried across blocks; row t labels frame t.
+
+    The output at input frame t + d labels frame t (target delay d): the first d outputs
+    are dropped, and at the end the last frame is fed d more times, as
+    ``model.utterance_log_posteriors`` pads a whole utterance.
+    """
+
+    def __init__(self, model: PhoneLSTM, device: torch.device | str = "cpu"):
+        self.model = model
+        self.device = device
+        self.delay = model.config.delay
+        self.to_skip = self.delay
+        self.state = None
+        self.last: np.ndarray | None = None
+
+    def push(self, features: np.ndarray) -> np.ndarray:
+        if len(features) == 0:
+            return np.zeros((0, self.model.config.num_classes), dtype=np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(features)).to(self.device)[None]  # (1, n, D)
+        log_posteriors, self.state = self.model.posteriors(x, self.state)  # (1, n, 61)
+        self.last = features[-1:]
+        out = log_posteriors[0].cpu().numpy()
+        skip = min(self.to_skip, len(out))
+        self.to_skip -= skip
+        return out[skip:]
+
+    def finish(self) -> np.ndarray:
+        if self.last is None or self.delay == 0:
+            return np.zeros((0, self.model.config.num_classes), dtype=np.float32)
+        return self.push(np.repeat(self.last, self.delay, axis=0))
+
+
+@torch.no_grad()
+def batched_log_posteriors(
+    model: PhoneLSTM,
+    features: Callable[[int], np.ndarray],
+    lengths: Sequence[int],
+    device: torch.device | str = "cpu",
+    batch: int = 64,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(i, (T_i, 61) float32 log-posteriors) for utterances i = 0 .. len(lengths) - 1, whose
+    normalised (T_i, D) features ``features(i)`` gives: the one posterior pass of evaluate and
+    of training's dev scoring. Batched by similar length (less padding), so the order is by
+    length, not by i."""
+    model.eval()
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for start in range(0, len(order), batch):
+        chosen = order[start : start + batch]
+        inputs = [torch.from_numpy(np.array(features(i), np.float32)).to(device) for i in chosen]
+        for i, log_posteriors in zip(chosen, utterance_log_posteriors(model, inputs), strict=True):
+            yield i, log_posteriors.float().cpu().numpy()
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` (a CUDA GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
     if name == "auto":
@@ -131,5 +187,5 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda"):
         index = int(name.partition(":")[2] or 0)
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise PhonelabelError(f"--device {name}: no such CUDA GPU is available to torch")
+            raise PhonelabelError(f"device {name}: no such CUDA GPU is available to torch")
     return torch.device(name)

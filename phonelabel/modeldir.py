@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from phonelabel import __version__
+from phonelabel.core import SAMPLE_RATE, dataclass_from_dict
+from phonelabel.decode import DecoderParams
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig
 from phonelabel.fileio import write_bytes, write_json
@@ -32,13 +36,30 @@ class TrainedModel:
     model: PhoneLSTM  # in eval mode
     feature: FeatureConfig
     stats: dict[str, Any]  # normalisation statistics: at least global "mean" and "std" lists
-    decoder: dict[str, Any] = field(default_factory=dict)  # decode.py's tuned parameters
-    training: dict[str, Any] = field(default_factory=dict)  # the options that trained it
+    decoder: dict[str, Any] = field(default_factory=dict)  # DecoderParams fields; {}: untuned
+    training: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, as used
+    run: dict[str, Any] = field(default_factory=dict)  # where and how it ran (store, device)
+    decoder_tuning: dict[str, Any] = field(default_factory=dict)  # how the decoder was tuned
     directory: Path | None = None
 
     @property
     def delay(self) -> int:
         return self.model.config.delay
+
+    @property
+    def decoder_params(self) -> DecoderParams:
+        return DecoderParams.from_dict(self.decoder, f"{self.directory}: decoder")
+
+
+def default_model_dir() -> Path:
+    """The model shipped in the package (``phonelabel/models/default``)."""
+    directory = Path(str(resources.files("phonelabel.models") / "default"))
+    if not (directory / CONFIG).is_file():
+        raise PhonelabelError(
+            f"{directory}: no default model is installed; give a model directory (a "
+            "`phonelabel train` output)"
+        )
+    return directory
 
 
 def save_state_dict(path: Path, state: dict[str, Any]) -> None:
@@ -54,7 +75,7 @@ def load_state_dict(path: Path, device: str | torch.device = "cpu") -> dict[str,
         raise PhonelabelError(f"{path}: no such file")
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
         text = str(error).strip()
         if "Weights only load failed" in text:  # torch's advice to unpickle it is not ours
             reason = (
@@ -73,7 +94,9 @@ def config_dict(trained: TrainedModel) -> dict[str, Any]:
         "normalization": trained.stats,
         "phones": list(PHONES_61),
         "decoder": trained.decoder,
+        "decoder_tuning": trained.decoder_tuning,
         "training": trained.training,
+        "run": trained.run,
     }
 
 
@@ -104,17 +127,42 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
+def _check_shapes(path: Path, model: ModelConfig, state: dict[str, torch.Tensor]) -> None:
+    """config.json's sizes against the weights' tensor shapes, before a model is built (a
+    config edited to hidden = 100000 would otherwise allocate 160 GB first)."""
+    expected = {
+        "lstm.weight_ih_l0": (4 * model.hidden, model.input_dim),
+        "lstm.weight_hh_l0": (4 * model.hidden, model.hidden),
+        "output.weight": (model.num_classes, model.hidden),
+    }
+    layers = sum(1 for key in state if key.startswith("lstm.weight_ih_l"))
+    for key, shape in expected.items():
+        found = tuple(state[key].shape) if key in state else None
+        if found != shape:
+            raise PhonelabelError(
+                f"{path}: config.json does not fit model.pt ({key}: {found} in the weights, "
+                f"{shape} from the config)"
+            )
+    if layers != model.layers:
+        raise PhonelabelError(
+            f"{path}: config.json says {model.layers} layers, model.pt holds {layers}"
+        )
+
+
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild a trained model from its directory (eval mode, on ``device``)."""
     directory = Path(directory)
     config = read_config(directory)
-    try:
-        model = PhoneLSTM(ModelConfig(**config["model"]))
-    except TypeError as error:
-        raise PhonelabelError(f"{directory / CONFIG}: bad model config ({error})") from None
+    where = str(directory / CONFIG)
+    model_config = dataclass_from_dict(ModelConfig, config["model"], f"{where}: model")
+    feature = FeatureConfig.from_dict(config["feature"], f"{where}: feature")
+    if feature.sample_rate != SAMPLE_RATE:
+        raise PhonelabelError(f"{where}: models of {SAMPLE_RATE} Hz audio only")
     state = load_state_dict(directory / WEIGHTS, device)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PhonelabelError(f"{directory / WEIGHTS}: not a state dict of tensors")
+    _check_shapes(directory, model_config, state)
+    model = PhoneLSTM(model_config)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -123,11 +171,15 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
             f"{directory / WEIGHTS}: does not fit config.json ({first})"
         ) from None
     model.to(device).eval()
-    return TrainedModel(
+    trained = TrainedModel(
         model=model,
-        feature=FeatureConfig.from_dict(config["feature"]),
+        feature=feature,
         stats=config["normalization"],
         decoder=config.get("decoder", {}),
         training=config.get("training", {}),
+        run=config.get("run", {}),
+        decoder_tuning=config.get("decoder_tuning", {}),
         directory=directory,
     )
+    trained.decoder_params  # noqa: B018  (refuses unknown decoder keys now, not mid-labelling)
+    return trained

@@ -22,8 +22,6 @@ PHONES_61: tuple[str, ...] = tuple(
 )
 PHONE_INDEX: dict[str, int] = {phone: i for i, phone in enumerate(PHONES_61)}
 NUM_PHONES = len(PHONES_61)
-SILENCE_61 = ("h#", "pau", "epi", "bcl", "dcl", "gcl", "kcl", "pcl", "tcl")
-DELETED = "q"  # not scored after folding
 
 
 def data_path(name: str):
@@ -65,8 +63,3 @@ def fold_to_39(phone: str) -> str | None:
     """Scoring class of a TIMIT-61 phone; None for ``q``, which is not scored."""
     phone_index(phone)
     return FOLD_39[phone.lower()]
-
-
-def fold_indices(indices: np.ndarray) -> np.ndarray:
-    """Map an array of 61-class indices to 39-class indices (-1 where not scored)."""
-    return FOLD_INDEX[np.asarray(indices, dtype=np.int64)]

@@ -1,14 +1,17 @@
 """The on-disk feature store (DESIGN.md §3b): write it from a corpus, memory-map it back.
 
     OUT/store.json               config, normalisation stats, phones, corpus, counts, fingerprint
-    OUT/<split>/features.npy     (N, D) float32, normalised, utterances end to end
+    OUT/<split>/features.npy     (N, D) float32 raw (unnormalised), utterances end to end
     OUT/<split>/labels.npy       (N,) uint8 61-class index (NO_LABEL between segments)
-    OUT/<split>/utterances.tsv   utt_id speaker offset frames path
+    OUT/<split>/utterances.tsv   utt_id speaker offset frames path phones (the .PHN's labels)
+    OUT/<split>/speakers.json    per speaker: frames, signal frames, sum, sum of squares
 
 Worker processes turn utterances into raw features and frame labels; the parent appends
-them to a raw file per split, takes the normalisation statistics from the train split,
-then writes each split normalised (per speaker or globally) into a temp dir that is
-renamed into place, so an interrupted run leaves the previous store (or nothing) behind.
+them to a raw file per split, then writes each split (and its speakers' moments) into a
+temp dir that is renamed into place, so an interrupted run leaves the previous store (or
+nothing) behind. The global statistics come from the train split. Features are normalised
+when they are read (``features.normalization_stats``, the rule label uses too), with the
+store's statistics as the prior for training, or a model's own when it is evaluated.
 """
 
 from __future__ import annotations
@@ -29,25 +32,28 @@ import numpy as np
 
 from phonelabel import __version__
 from phonelabel.audio import read_audio
-from phonelabel.corpus.timit import SPLITS, Utterance, assign_splits, find_utterances, read_phn
+from phonelabel.core import Reference, Utterance
+from phonelabel.corpus.timit import SPLITS, assign_splits, find_utterances, read_phn
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import (
     NO_LABEL,
     FeatureConfig,
+    Moments,
     compute_features,
     frame_count,
     frame_labels,
     global_stats,
+    normalization_stats,
     normalize,
-    speaker_stats,
 )
-from phonelabel.fileio import atomic_dir, write_json, write_text
+from phonelabel.fileio import atomic_dir, output_directory, write_json, write_text
 from phonelabel.phones import PHONES_61
 
 STORE_FILE = "store.json"
 FORMAT = "phonelabel-feature-store"
-STORE_VERSION = 1
-TSV_HEADER = ("utt_id", "speaker", "offset", "frames", "path")
+STORE_VERSION = 2  # 2: raw features + per-speaker moments (1 stored them normalised)
+TSV_HEADER = ("utt_id", "speaker", "offset", "frames", "path", "phones")
+SPEAKERS_FILE = "speakers.json"
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -60,26 +66,39 @@ class StoredUtterance:
     offset: int  # first frame in the split's arrays
     frames: int
     path: str  # the audio file it came from
+    phones: tuple[str, ...]  # the alignment's phone labels in order (PER's reference)
 
 
 @dataclass
 class SplitData:
     name: str
-    features: np.ndarray  # (N, D) float32 memmap, already normalised
+    raw: np.ndarray  # (N, D) float32 memmap, raw features
     labels: np.ndarray  # (N,) uint8 memmap
     utterances: list[StoredUtterance]
+    speaker_stats: dict[str, tuple[np.ndarray, np.ndarray]]  # speaker -> (D,) mean, std
 
     @property
     def num_frames(self) -> int:
         return len(self.labels)
 
     def utterance_features(self, i: int) -> np.ndarray:
+        """(frames, D) float32 normalised features of utterance i."""
         u = self.utterances[i]
-        return self.features[u.offset : u.offset + u.frames]  # (frames, D)
+        return normalize(self.raw[u.offset : u.offset + u.frames], *self.speaker_stats[u.speaker])
 
     def utterance_labels(self, i: int) -> np.ndarray:
         u = self.utterances[i]
         return self.labels[u.offset : u.offset + u.frames]  # (frames,)
+
+    def reference(self, i: int) -> Reference:
+        return Reference(np.asarray(self.utterance_labels(i)), self.utterances[i].phones)
+
+    def normalized_features(self) -> np.ndarray:
+        """(N, D) float32: every utterance normalised, in memory (the training split)."""
+        out = np.empty(self.raw.shape, dtype=np.float32)
+        for i, u in enumerate(self.utterances):
+            out[u.offset : u.offset + u.frames] = self.utterance_features(i)
+        return out
 
 
 @dataclass
@@ -90,30 +109,34 @@ class FeatureStore:
     split_names: list[str]
     info: dict[str, Any]  # the whole store.json
 
-    def split(self, name: str) -> SplitData:
+    def split(self, name: str, prior: dict[str, Any] | None = None) -> SplitData:
+        """A split memory-mapped, normalised by ``config.normalization`` with ``prior`` (a
+        model's statistics; default: the store's own) as the global statistics."""
         if name not in self.split_names:
             raise PhonelabelError(
                 f"{self.path}: no split {name!r} (has {', '.join(self.split_names)})"
             )
         directory = self.path / name
         try:
-            features = np.load(directory / "features.npy", mmap_mode="r")
+            raw = np.load(directory / "features.npy", mmap_mode="r")
             labels = np.load(directory / "labels.npy", mmap_mode="r")
             utterances = _read_tsv(directory / "utterances.tsv")
+            moments = json.loads((directory / SPEAKERS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise PhonelabelError(f"{directory}: unreadable split ({error})") from None
         frames = sum(u.frames for u in utterances)
-        if (
-            features.ndim != 2
-            or features.shape != (frames, self.config.dim)
-            or labels.shape != (frames,)
-        ):
+        if raw.ndim != 2 or raw.shape != (frames, self.config.dim) or labels.shape != (frames,):
             raise PhonelabelError(
-                f"{directory}: features {features.shape}, labels {labels.shape} and "
+                f"{directory}: features {raw.shape}, labels {labels.shape} and "
                 f"utterances.tsv ({frames} frames, dim {self.config.dim}) disagree;"
                 " re-run featurize --force"
             )
-        return SplitData(name, features, labels, utterances)
+        prior = self.stats if prior is None else prior
+        stats = {
+            speaker: normalization_stats(self.config, prior, Moments.from_dict(data))
+            for speaker, data in moments.items()
+        }
+        return SplitData(name, raw, labels, utterances, stats)
 
 
 def _read_tsv(path: Path) -> list[StoredUtterance]:
@@ -122,8 +145,10 @@ def _read_tsv(path: Path) -> list[StoredUtterance]:
         raise ValueError(f"{path.name} lacks the header {' '.join(TSV_HEADER)}")
     utterances = []
     for line in lines[1:]:
-        utt_id, speaker, offset, frames, audio = line.split("\t")
-        utterances.append(StoredUtterance(utt_id, speaker, int(offset), int(frames), audio))
+        utt_id, speaker, offset, frames, audio, phones = line.split("\t")
+        utterances.append(
+            StoredUtterance(utt_id, speaker, int(offset), int(frames), audio, tuple(phones.split()))
+        )
     return utterances
 
 
@@ -210,6 +235,7 @@ class FeaturizeReport:
 class _Result:
     features: np.ndarray | None = None  # (T, D) float32 raw
     labels: np.ndarray | None = None  # (T,) uint8
+    phones: tuple[str, ...] = ()  # the alignment's labels in order
     seconds: float = 0.0
     reason: str | None = None  # why it was skipped
     resampled: bool = False
@@ -250,6 +276,7 @@ def featurize_utterance(audio_path: Path, phn_path: Path | None, config: Feature
         return _Result(reason=str(error))
     result.features = features
     result.labels = frame_labels(segments, num_frames, config)
+    result.phones = tuple(segment.phone for segment in segments)
     return result
 
 
@@ -266,7 +293,7 @@ def _results(
     utterances: list[Utterance], config: FeatureConfig, jobs: int
 ) -> Iterator[list[_Result]]:
     """Results chunk by chunk, in utterance order; spawn-safe worker pool when jobs > 1."""
-    items = [(str(u.audio), str(u.phn) if u.phn else None) for u in utterances]
+    items = [(str(u.audio), str(u.alignment) if u.alignment else None) for u in utterances]
     size = max(1, min(32, len(items) // (4 * jobs)))
     chunks = [(items[i : i + size], config.to_dict()) for i in range(0, len(items), size)]
     if jobs == 1 or len(chunks) <= 1:
@@ -305,7 +332,9 @@ class _SplitWriter:
         self.labels.append(result.labels)
         count = len(result.labels)
         self.rows.append(
-            StoredUtterance(utt.utt_id, utt.speaker, self.frames, count, str(utt.audio))
+            StoredUtterance(
+                utt.utt_id, utt.speaker, self.frames, count, str(utt.audio), result.phones
+            )
         )
         self.frames += count
         self.report.utterances += 1
@@ -318,37 +347,32 @@ class _SplitWriter:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.memmap(self.raw_path, dtype=np.float32, mode="r", shape=(self.frames, self.dim))
 
-    def finish(self, config: FeatureConfig, stats: dict[str, Any]) -> SplitReport:
-        """Write features.npy (normalised), labels.npy, utterances.tsv; drop the raw file."""
+    def finish(self, config: FeatureConfig) -> SplitReport:
+        """Write features.npy (raw), labels.npy, utterances.tsv, speakers.json."""
+        moments: dict[str, Moments] = {}
         raw = self.raw_features()
-        features = np.lib.format.open_memmap(
-            self.directory / "features.npy", mode="w+", dtype=np.float32, shape=raw.shape
-        )
-        if config.normalization == "speaker":
-            by_speaker: dict[str, list[StoredUtterance]] = {}
-            for row in self.rows:
-                by_speaker.setdefault(row.speaker, []).append(row)
-            for rows in by_speaker.values():
-                spans = [slice(r.offset, r.offset + r.frames) for r in rows]
-                mean, std = speaker_stats(np.concatenate([raw[s] for s in spans]), stats)
-                for span in spans:
-                    features[span] = normalize(raw[span], mean, std)
-        else:
-            for start in range(0, len(raw), 65536):
-                span = slice(start, start + 65536)
-                features[span] = normalize(raw[span], stats["mean"], stats["std"])
-        features.flush()
-        del features, raw
+        for row in self.rows:
+            span = raw[row.offset : row.offset + row.frames]
+            moments.setdefault(row.speaker, Moments()).add(span, config)
+        del raw
         self.raw.close()
+        header = {"descr": "<f4", "fortran_order": False, "shape": (self.frames, self.dim)}
+        with open(self.directory / "features.npy", "wb") as out, open(self.raw_path, "rb") as raw:
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(raw, out, 1 << 20)
         self.raw_path.unlink()
         labels = np.concatenate(self.labels) if self.labels else np.zeros(0, dtype=np.uint8)
         np.save(self.directory / "labels.npy", labels.astype(np.uint8))
         lines = ["\t".join(TSV_HEADER)] + [
-            f"{r.utt_id}\t{r.speaker}\t{r.offset}\t{r.frames}\t{r.path}" for r in self.rows
+            f"{r.utt_id}\t{r.speaker}\t{r.offset}\t{r.frames}\t{r.path}\t{' '.join(r.phones)}"
+            for r in self.rows
         ]
         write_text(self.directory / "utterances.tsv", "\n".join(lines) + "\n")
+        write_json(
+            self.directory / SPEAKERS_FILE, {k: m.to_dict() for k, m in sorted(moments.items())}
+        )
         self.report.frames = self.frames
-        self.report.speakers = len({r.speaker for r in self.rows})
+        self.report.speakers = len(moments)
         return self.report
 
 
@@ -360,8 +384,7 @@ def _is_leftover(name: str) -> bool:
 
 def _check_out(out: Path) -> dict[str, Any] | None:
     """Refuse an OUT that is a file or a non-empty dir that is not a store; tidy leftovers."""
-    if out.exists() and not out.is_dir():
-        raise PhonelabelError(f"{out}: exists and is not a directory")
+    output_directory(out, create=False)
     if not out.is_dir():
         return None
     info = _read_store_json(out)
@@ -383,7 +406,7 @@ def _fingerprint(
     """Hash of every input file's path, size and mtime, plus the config: equal = no-op."""
     files = []
     for u in utterances:
-        for path in (u.audio, u.phn):
+        for path in (u.audio, u.alignment):
             if path is not None:
                 stat = path.stat()
                 files.append([str(path.relative_to(corpus)), stat.st_size, stat.st_mtime_ns])
@@ -432,7 +455,7 @@ def featurize(
     an unchanged corpus with the same config returns at once (``noop``) unless ``force``.
     """
     if jobs is not None and jobs < 1:
-        raise PhonelabelError(f"--jobs {jobs}: must be at least 1")
+        raise PhonelabelError(f"jobs {jobs}: must be at least 1")
     corpus, out = Path(corpus).resolve(), Path(out)
     previous = _check_out(out)
     found = find_utterances(corpus)
@@ -492,7 +515,7 @@ def featurize(
             if not raws:
                 raise PhonelabelError(f"{corpus}: no utterance could be featurized")
             stats = global_stats(np.concatenate(raws))
-        report.splits = {name: w.finish(config, stats) for name, w in writers.items()}
+        report.splits = {name: w.finish(config) for name, w in writers.items()}
         info = {
             "format": FORMAT,
             "version": STORE_VERSION,

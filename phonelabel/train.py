@@ -16,6 +16,7 @@ inside it. k1 == 0 is whole-utterance BPTT: one update per batch of B utterances
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -27,10 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from phonelabel.config import TrainConfig
+from phonelabel.decode import phone_error_rate, tune_decoder
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import NO_LABEL
-from phonelabel.fileio import write_text
-from phonelabel.model import ModelConfig, PhoneLSTM, State, resolve_device, utterance_log_posteriors
+from phonelabel.fileio import output_directory, write_text
+from phonelabel.metrics import confusion_61, fold_confusion
+from phonelabel.model import (
+    ModelConfig,
+    PhoneLSTM,
+    State,
+    batched_log_posteriors,
+    resolve_device,
+)
 from phonelabel.modeldir import (
     TrainedModel,
     load_state_dict,
@@ -38,67 +48,11 @@ from phonelabel.modeldir import (
     save_state_dict,
 )
 from phonelabel.phones import NUM_PHONES
+from phonelabel.plots import plot_curves
+from phonelabel.store import open_store
 
 CHECKPOINT = "checkpoint.pt"  # last state for --resume (model.pt is the best one)
 METRICS = "metrics.jsonl"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.2
-    delay: int = 0
-    k1: int = 20  # frames per update; 0 = whole-utterance BPTT
-    k2: int = 0  # frames of backpropagation; 0 = same as k1
-    batch_streams: int = 32
-    epochs: int = 30
-    optimizer: str = "adam"  # or "sgd" (momentum 0.9, as Graves & Schmidhuber 2005)
-    lr: float = 0.0  # 0 = the optimiser's default (adam 1e-3, sgd 0.05)
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    clip: float = 1.0  # global-norm clipping threshold; 0 disables
-    clip_output: bool = False  # include the output layer in the clipped norm
-    clip_value: float = 0.0  # optional element-wise clipping before the norm; 0 disables
-    input_noise: float = 0.1  # std of Gaussian noise on the (unit-variance) inputs
-    patience: int = 5  # epochs without dev improvement before stopping
-    lr_patience: int = 1  # epochs without dev improvement before halving the lr
-    min_lr: float = 1e-6
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"  # fp32, tf32 (CUDA matmuls), bf16 (autocast)
-    checkpoint_seconds: float = 300.0  # mid-epoch checkpoint interval for --resume
-    tune_decoder: bool = True  # after training, tune Viterbi smoothing on dev (PER)
-
-    @property
-    def window(self) -> int:
-        return max(self.k2, self.k1)
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr or (1e-3 if self.optimizer == "adam" else 0.05)
-
-    def check(self) -> None:
-        if self.k1 < 0 or self.k2 < 0:
-            raise PhonelabelError("--k1 and --k2 must be >= 0")
-        if self.k1 > 0 and self.k2 and self.k2 < self.k1:
-            raise PhonelabelError(f"--k2 ({self.k2}) must be >= --k1 ({self.k1})")
-        if self.optimizer not in ("adam", "sgd"):
-            raise PhonelabelError(f"unknown optimizer {self.optimizer!r} (use adam or sgd)")
-        if self.precision not in ("fp32", "tf32", "bf16"):
-            raise PhonelabelError(f"unknown precision {self.precision!r} (fp32, tf32 or bf16)")
-        for name in ("hidden", "layers", "batch_streams", "epochs", "patience", "lr_patience"):
-            if getattr(self, name) < 1:
-                raise PhonelabelError(f"--{name.replace('_', '-')} must be >= 1")
-        for name in ("delay", "clip", "clip_value", "lr", "input_noise", "weight_decay"):
-            if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
-                raise PhonelabelError(f"--{name.replace('_', '-')} must be a number >= 0")
-        if not 0 <= self.dropout < 1:
-            raise PhonelabelError("--dropout must be in [0, 1)")
-        if not 0 <= self.momentum < 1:
-            raise PhonelabelError("momentum must be in [0, 1)")
-        if not self.checkpoint_seconds >= 0:  # 0: after every step
-            raise PhonelabelError("--checkpoint-seconds must be >= 0")
 
 
 # --- the schedule: which frames each stream sees at each step --------------------------
@@ -221,13 +175,16 @@ def _whole_utterance_schedule(
 ) -> Schedule:
     """k1 = 0: batches of B whole utterances of similar length, padded to the longest."""
     streams = config.batch_streams
-    # Sort within shuffled pools of 50 batches so padding stays small but batches vary.
+    # Sort within shuffled pools of 50 batches so padding stays small but batches vary; then
+    # shuffle the batches (seeded by this epoch's order), or every epoch would run short to long.
     pool = streams * 50
     order = np.concatenate(
         [sorted(order[i : i + pool], key=lambda u: lengths[u]) for i in range(0, len(order), pool)]
     )
     longest = int(lengths.max()) + config.delay
     batches = [order[i : i + streams] for i in range(0, len(order), streams)]
+    shuffle = np.random.default_rng(np.asarray(order, dtype=np.int64)).permutation(len(batches))
+    batches = [batches[b] for b in shuffle]
     x_index = np.full((len(batches), streams, longest), -1, dtype=np.int64)
     y_index = np.full_like(x_index, -1)
     for b, batch in enumerate(batches):
@@ -305,15 +262,21 @@ def compute_loss(
 
 
 def clip_gradients(model: PhoneLSTM, config: TrainConfig) -> torch.Tensor:
-    """Clip just before the update; returns the global norm before clipping (0 if off)."""
+    """Clip just before the update; returns the global norm of the gradients as they came
+    from backward, before any clipping (0 if norm clipping is off)."""
     params = list(model.lstm.parameters())
     if config.clip_output:
         params += list(model.output.parameters())
-    if config.clip_value > 0:
-        torch.nn.utils.clip_grad_value_(params, config.clip_value)
     if config.clip <= 0:
+        if config.clip_value > 0:
+            torch.nn.utils.clip_grad_value_(params, config.clip_value)
         return torch.zeros((), device=params[0].device)
-    return torch.nn.utils.clip_grad_norm_(params, config.clip)
+    if config.clip_value <= 0:
+        return torch.nn.utils.clip_grad_norm_(params, config.clip)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    torch.nn.utils.clip_grad_value_(params, config.clip_value)
+    torch.nn.utils.clip_grad_norm_(params, config.clip)
+    return norm
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -361,28 +324,21 @@ def make_optimizer(model: PhoneLSTM, config: TrainConfig) -> torch.optim.Optimiz
     )
 
 
-@torch.no_grad()
 def split_posteriors(model: PhoneLSTM, split, device: torch.device, batch: int = 64):
-    """(log-posteriors (T, 61) numpy, frame labels (T,)) of every utterance of a split,
-    each from a zero state, target delay honoured (batched by similar length)."""
-    model.eval()
-    order = sorted(range(len(split.utterances)), key=lambda i: split.utterances[i].frames)
-    for i in range(0, len(order), batch):
-        chosen = order[i : i + batch]
-        inputs = [
-            torch.from_numpy(np.array(split.utterance_features(u))).to(device) for u in chosen
-        ]
-        for u, log_posteriors in zip(chosen, utterance_log_posteriors(model, inputs), strict=True):
-            yield log_posteriors.float().cpu().numpy(), np.asarray(split.utterance_labels(u))
+    """(log-posteriors (T, 61) numpy, its Reference) of every utterance of a split, each
+    from a zero state, target delay honoured (batched by similar length)."""
+    lengths = [u.frames for u in split.utterances]
+    for i, log_posteriors in batched_log_posteriors(
+        model, split.utterance_features, lengths, device, batch
+    ):
+        yield log_posteriors, split.reference(i)
 
 
 def frame_accuracies(model: PhoneLSTM, split, device: torch.device) -> dict:
     """Frame accuracy (61 and folded 39 classes), scored exactly as ``evaluate`` scores."""
-    from phonelabel.metrics import confusion_61, fold_confusion
-
     confusion = np.zeros((NUM_PHONES, NUM_PHONES), dtype=np.int64)
-    for log_posteriors, labels in split_posteriors(model, split, device):
-        confusion += confusion_61(labels, log_posteriors.argmax(-1))
+    for log_posteriors, reference in split_posteriors(model, split, device):
+        confusion += confusion_61(reference.frames, log_posteriors.argmax(-1))
     scored = int(confusion.sum())
     return {
         "frame_accuracy_61": float(np.trace(confusion)) / max(scored, 1),
@@ -391,14 +347,14 @@ def frame_accuracies(model: PhoneLSTM, split, device: torch.device) -> dict:
     }
 
 
-def tune_decoder_on(model: PhoneLSTM, split, device: torch.device) -> dict[str, Any]:
-    """Viterbi smoothing parameters with the lowest 39-class PER on ``split`` (dev)."""
-    from phonelabel.decode import phone_error_rate, tune_decoder
-
+def tune_decoder_on(
+    model: PhoneLSTM, split, device: torch.device
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Viterbi smoothing parameters with the lowest 39-class PER on ``split`` (dev), and how
+    they were found."""
     posteriors, references = zip(*split_posteriors(model, split, device), strict=True)
     params = tune_decoder(posteriors, references)
-    return {
-        **params.to_dict(),
+    return params.to_dict(), {
         "tuned_on": "dev",
         "dev_phone_error_rate_39": phone_error_rate(posteriors, references, params),
         "dev_phone_error_rate_39_argmax": phone_error_rate(posteriors, references, smooth=False),
@@ -417,18 +373,11 @@ def _check_labels(labels: np.ndarray, where: str) -> None:
 def _prepare_out(out: Path, resume: bool) -> None:
     if resume:
         return
-    if out.exists() and not out.is_dir():
-        raise PhonelabelError(f"{out}: is a file, not a model directory")
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         raise PhonelabelError(
-            f"{out}: already exists and is not empty; use --resume to continue it or another --out"
+            f"{out}: already exists and is not empty; resume it or choose another output"
         )
-    try:  # now, not after the first epoch
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PhonelabelError(
-            f"{out}: cannot create the model directory ({error.strerror})"
-        ) from None
+    output_directory(out)  # now, not after the first epoch
 
 
 class EpochMeter:
@@ -537,26 +486,28 @@ def train(
     config: TrainConfig = TrainConfig(),
     resume: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> TrainedModel:
-    """Train on a feature store's train split, select on dev; returns the best model."""
-    from phonelabel.store import open_store  # deferred: store imports librosa
+    """Train on a feature store's train split, select on dev; returns the best model.
 
+    ``resume``: continue the run in ``out`` with its own options; ``changes`` may alter the
+    ones ``config.RESUME_SAFE`` lists (``config`` is not used). Without ``resume``,
+    ``changes`` are applied to ``config``.
+    """
     out = Path(out)
+    checkpoint = None
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
         checkpoint = load_state_dict(out / CHECKPOINT)
-        # a resumed run keeps its options; only epochs (0: as before) and device may change
-        saved = checkpoint["config"]
-        config = TrainConfig(
-            **dict(saved, epochs=config.epochs or saved["epochs"], device=config.device)
-        )
-    else:
-        checkpoint = None
+        config = TrainConfig(**checkpoint["config"]).resumed(changes or {})
+    elif changes:
+        config = replace(config, **changes)
     config.check()
+    config = config.resolved()
     device = resolve_device(config.device)
     if config.precision == "bf16" and device.type != "cuda":
-        raise PhonelabelError("--precision bf16 needs a CUDA GPU (use fp32 on the CPU)")
+        raise PhonelabelError("precision bf16 needs a CUDA GPU (use fp32 on the CPU)")
     store = open_store(features)
     if "train" not in store.split_names or not store.split("train").utterances:
         raise PhonelabelError(f"{features}: the train split is empty")
@@ -599,16 +550,11 @@ def train(
         model=model,
         feature=store.config,
         stats=store.stats,
-        training=dict(
-            asdict(config),
-            lr=config.learning_rate,  # the values used, not the 0 = default markers
-            k2=config.window,
-            features=str(Path(features).resolve()),
-            device_used=str(device),
-        ),
+        training=asdict(config),
+        run={"features": str(Path(features).resolve()), "device_used": str(device)},
         directory=out,
     )
-    data = SplitTensors.from_arrays(train_split.features, train_split.labels, device)
+    data = SplitTensors.from_arrays(train_split.normalized_features(), train_split.labels, device)
     offsets = np.array([u.offset for u in train_split.utterances])
     lengths = np.array([u.frames for u in train_split.utterances])
     labelled = np.asarray(train_split.labels) != NO_LABEL  # .PHN gaps: run, not trained
@@ -667,7 +613,7 @@ def train(
     model.load_state_dict(load_state_dict(out / "model.pt", device))
     model.eval()
     if dev_split is not None and config.tune_decoder:
-        trained.decoder = tune_decoder_on(model, dev_split, device)
+        trained.decoder, trained.decoder_tuning = tune_decoder_on(model, dev_split, device)
         save_model(out, trained)
     return trained
 
@@ -730,45 +676,5 @@ def _save_checkpoint(
 
 
 def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
-    import json
-
     write_text(out / METRICS, "".join(json.dumps(record) + "\n" for record in history))
     plot_curves(history, out / "curves.png")
-
-
-def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Training loss and dev frame accuracy per epoch (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from phonelabel.fileio import atomic_path
-
-    epochs = [r["epoch"] for r in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [r["train_loss"] for r in history], "o-")
-    left.set(xlabel="epoch", ylabel="train cross-entropy (nats/frame)", title="training loss")
-    for key, name in (
-        ("dev_frame_accuracy_61", "dev, 61 phones"),
-        ("dev_frame_accuracy_39", "dev, 39 classes"),
-    ):
-        values = [r[key] for r in history]
-        if any(v is not None for v in values):
-            right.plot(
-                epochs, [100 * v if v is not None else np.nan for v in values], "o-", label=name
-            )
-    right.plot(
-        epochs,
-        [100 * r["train_frame_accuracy_61"] for r in history],
-        "o--",
-        label="train, 61 phones",
-    )
-    right.set(xlabel="epoch", ylabel="frame accuracy (%)", title="frame accuracy")
-    right.legend()
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_path(path) as temp:
-        figure.savefig(temp, format="png", dpi=100)
-    plt.close(figure)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phonelabel.corpus.timit import Segment
+from phonelabel.core import Reference, Segment
 from phonelabel.decode import (
     DecoderParams,
     SegmentBuilder,
@@ -17,8 +17,9 @@ from phonelabel.decode import (
     phone_error_rate,
     tune_decoder,
 )
+from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig
-from phonelabel.phones import PHONE_INDEX
+from phonelabel.phones import PHONE_INDEX, PHONES_61
 
 AA, IY, S, SH = (PHONE_INDEX[p] for p in ("aa", "iy", "s", "sh"))
 
@@ -121,11 +122,13 @@ def test_forced_decision_past_max_lag_keeps_a_valid_path():
     assert max(len(e) for e in emitted) <= 12  # never more than ~max_lag frames held back
 
 
-def test_decoder_params_round_trip_and_ignore_unknown_keys():
+def test_decoder_params_round_trip_and_refuse_unknown_keys():
     params = DecoderParams(transition_penalty=3.5, min_duration=4)
-    assert DecoderParams.from_dict(params.to_dict() | {"future": 1}) == params
+    assert DecoderParams.from_dict(params.to_dict()) == params
+    with pytest.raises(PhonelabelError, match="future"):
+        DecoderParams.from_dict(params.to_dict() | {"future": 1})
     assert DecoderParams.from_dict(None) == DecoderParams()
-    with pytest.raises(ValueError):
+    with pytest.raises(PhonelabelError):
         DecoderParams(min_duration=0)
 
 
@@ -179,7 +182,8 @@ def test_tuning_picks_smoothing_that_lowers_phone_error_rate_on_noisy_posteriors
         reference = np.repeat(rng.choice([AA, IY, S, SH], size=12), rng.integers(5, 12, size=12))
         flips = rng.random(len(reference)) < 0.15  # 15 % of frames: a random other phone
         observed = np.where(flips, rng.choice([AA, IY, S, SH], size=len(reference)), reference)
-        references.append(reference)
+        runs = np.concatenate([[True], reference[1:] != reference[:-1]])
+        references.append(Reference(reference, tuple(PHONES_61[p] for p in reference[runs])))
         noisy.append(one_hot_log_posteriors(list(observed), peak=0.7))
     argmax_per = phone_error_rate(noisy, references, smooth=False)
     params = tune_decoder(noisy, references)

@@ -7,21 +7,24 @@ import numpy as np
 import pytest
 from conftest import tone_utterance
 
-from phonelabel.corpus.timit import Segment
+from phonelabel.core import Segment
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import (
+    MIN_SIGNAL_FRAMES,
     NO_LABEL,
     FeatureConfig,
+    Moments,
+    RunningNormalizer,
+    carries_signal,
     compute_features,
     compute_features_reference,
-    featurize_audio,
     frame_count,
     frame_labels,
     global_stats,
     mel_filterbank,
+    normalization_stats,
     normalize,
-    normalize_recording,
-    speaker_stats,
+    normalize_speaker,
 )
 from phonelabel.phones import PHONE_INDEX
 
@@ -126,6 +129,13 @@ def test_global_stats_refuse_no_frames():
         global_stats(np.zeros((0, 39), dtype=np.float32))
 
 
+def speaker_stats(features: np.ndarray, prior: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The speaker rule on frames that all count as signal."""
+    moments = Moments().add(features)
+    moments.signal = moments.count
+    return normalization_stats(MFCC, prior, moments)
+
+
 def test_speaker_stats_blend_with_the_global_prior():
     rng = np.random.default_rng(0)
     prior = {"mean": [0.0, 0.0], "std": [1.0, 1.0], "frames": 10**6}
@@ -136,10 +146,43 @@ def test_speaker_stats_blend_with_the_global_prior():
     mean, std = speaker_stats(speaker[:0], prior)  # no frames: the prior
     np.testing.assert_allclose(mean, 0.0)
     np.testing.assert_allclose(std, 1.0)
-    # 10 frames of a constant (a short silence): the mean half way, the std stays sane
-    mean, std = speaker_stats(np.full((10, 2), 5.0, dtype=np.float32), prior)
-    np.testing.assert_allclose(mean, 2.5)
-    np.testing.assert_allclose(std, np.sqrt((10 * 2.5**2 + 100) / 110))
+    # 90 frames of a constant (a short sound): the mean mostly its own, the std stays sane
+    mean, std = speaker_stats(np.full((90, 2), 5.0, dtype=np.float32), prior)
+    np.testing.assert_allclose(mean, 4.5)
+    np.testing.assert_allclose(std, np.sqrt((90 * 0.5**2 + 100) / 190))
+
+
+def test_a_speaker_without_enough_signal_is_normalised_by_the_prior_alone():
+    prior = {"mean": [0.0, 0.0], "std": [1.0, 1.0], "frames": 10**6}
+    few = np.full((MIN_SIGNAL_FRAMES - 1, 2), 5.0, dtype=np.float32)
+    mean, std = speaker_stats(few, prior)
+    np.testing.assert_allclose(mean, 0.0)
+    np.testing.assert_allclose(std, 1.0)
+
+
+def test_silence_carries_no_signal_and_speech_does():
+    rng = np.random.default_rng(0)
+    quiet = rng.standard_normal(RATE) * 10 ** (-75 / 20)  # -75 dBFS noise
+    loud = rng.standard_normal(RATE) * 10 ** (-30 / 20)
+    for config in (MFCC, FBANK):
+        assert not carries_signal(compute_features(np.zeros(RATE), config), config).any()
+        assert not carries_signal(compute_features(quiet, config), config).any()
+        assert carries_signal(compute_features(loud, config), config).all()
+        assert (
+            carries_signal(compute_features(_signals()[0], config), config).mean() > 0.8
+        )  # 0.87: its pauses are quiet
+
+
+def test_digital_silence_is_normalised_globally_not_blown_up():
+    """3 s of zeros (or of -75 dBFS noise) has no level or channel of its own: per-speaker
+    normalisation must leave it as far below speech as the global statistics put it."""
+    speech = compute_features(_signals()[0], MFCC)
+    prior = global_stats(speech)
+    for silence in (np.zeros(3 * RATE), np.random.default_rng(1).standard_normal(3 * RATE) * 1e-4):
+        raw = compute_features(silence, MFCC)
+        (normalised,) = normalize_speaker([raw], MFCC, prior)
+        np.testing.assert_allclose(normalised, normalize(raw, prior["mean"], prior["std"]))
+        assert normalised[:, 0].max() < -3  # c0: far quieter than the speech
 
 
 def test_a_short_recording_loses_its_level_and_channel():
@@ -154,24 +197,31 @@ def test_a_short_recording_loses_its_level_and_channel():
     assert np.abs(a - b).max() < 0.15 * np.abs(a).max()  # 0.11 (with a 100-frame mean prior: 0.9)
 
 
-def test_normalize_recording_follows_the_config():
-    rng = np.random.default_rng(0)
-    features = (rng.standard_normal((300, 39)) + 4).astype(np.float32)
+def test_normalize_speaker_follows_the_config():
+    features = compute_features(_signals()[0], MFCC) + 4
     stats = {"mean": [1.0] * 39, "std": [2.0] * 39, "frames": 1000}
-    glob = normalize_recording(features, FeatureConfig(normalization="global"), stats)
-    np.testing.assert_allclose(glob, (features - 1) / 2, atol=1e-6)
-    per_speaker = normalize_recording(features, MFCC, stats)
-    mean, std = speaker_stats(features, stats)
+    (glob,) = normalize_speaker([features], FeatureConfig(normalization="global"), stats)
+    np.testing.assert_allclose(glob, (features - 1) / 2, atol=1e-5)
+    (per_speaker,) = normalize_speaker([features], MFCC, stats)
+    mean, std = normalization_stats(MFCC, stats, Moments().add(features, MFCC))
     np.testing.assert_allclose(per_speaker, (features - mean) / std, atol=1e-5)
-    # its own mean (4) removed, pulled only slightly towards the prior's (1)
-    assert abs(float(per_speaker.mean())) < 0.5 < float(glob.mean())
+    assert abs(float(per_speaker.mean())) < 0.5  # its own mean removed
 
 
-def test_featurize_audio_is_compute_then_normalize():
-    samples = _signals()[0]
-    stats = global_stats(compute_features(samples, MFCC))
-    expected = normalize_recording(compute_features(samples, MFCC), MFCC, stats)
-    np.testing.assert_array_equal(featurize_audio(samples, MFCC, stats), expected)
+def test_running_normalizer_ends_at_the_whole_recording_statistics():
+    features = compute_features(_signals()[0], MFCC)
+    stats = global_stats(features)
+    running = RunningNormalizer(MFCC, stats)
+    pieces = [running(features[i : i + 37]) for i in range(0, len(features), 37)]
+    streamed = np.concatenate(pieces)
+    (whole,) = normalize_speaker([features], MFCC, stats)
+    np.testing.assert_allclose(streamed[-1], whole[-1], atol=1e-4)  # same statistics at the end
+    assert not np.allclose(streamed[MIN_SIGNAL_FRAMES + 5], whole[MIN_SIGNAL_FRAMES + 5])
+
+
+def test_feature_config_refuses_unknown_keys():
+    with pytest.raises(PhonelabelError, match="hop"):
+        FeatureConfig.from_dict({**FeatureConfig().to_dict(), "hop": 160})
 
 
 def test_feature_config_round_trips_through_json():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from phonelabel.corpus.timit import Segment
+from phonelabel.core import Segment
 from phonelabel.errors import PhonelabelError
 from phonelabel.formats import (
     EXTENSIONS,

@@ -24,19 +24,22 @@ from phonelabel.decode import (
     frames_to_segments,
 )
 from phonelabel.errors import PhonelabelError
-from phonelabel.features import FeatureConfig, compute_features, featurize_audio, global_stats
-from phonelabel.label import (
+from phonelabel.features import (
+    FeatureConfig,
     FeatureStream,
-    PosteriorStream,
-    default_model_dir,
+    compute_features,
+    global_stats,
+    normalize_speaker,
+)
+from phonelabel.label import (
     label_file,
     label_stream,
     load_labeller,
     output_names,
 )
 from phonelabel.metrics import BoundaryCounts
-from phonelabel.model import ModelConfig, PhoneLSTM, utterance_log_posteriors
-from phonelabel.modeldir import TrainedModel, save_model
+from phonelabel.model import ModelConfig, PhoneLSTM, PosteriorStream, utterance_log_posteriors
+from phonelabel.modeldir import TrainedModel, default_model_dir, save_model
 
 RATE = 16000
 
@@ -59,7 +62,9 @@ def whole_file_segments(path, labeller):
     """The reference: whole-signal features, whole-utterance posteriors, whole Viterbi."""
     audio = read_audio(path)
     trained = labeller.trained
-    features = featurize_audio(audio.samples, trained.feature, trained.stats)
+    (features,) = normalize_speaker(
+        [compute_features(audio.samples, trained.feature)], trained.feature, trained.stats
+    )
     log_posteriors = utterance_log_posteriors(trained.model, [torch.from_numpy(features)])[0]
     log_posteriors = log_posteriors.numpy()
     classes = decode_frames(log_posteriors, labeller.params, labeller.smooth)
@@ -112,7 +117,7 @@ def test_feature_stream_equals_whole_signal_features(block):
 def test_posteriors_in_blocks_equal_whole_utterance_posteriors(random_model):
     labeller = load_labeller(random_model, "cpu")
     features = torch.randn(157, 39).numpy()
-    stream = PosteriorStream(labeller.trained)
+    stream = PosteriorStream(labeller.trained.model)
     parts = [stream.push(features[i : i + 10]) for i in range(0, 157, 10)] + [stream.finish()]
     whole = utterance_log_posteriors(labeller.trained.model, [torch.from_numpy(features)])[0]
     np.testing.assert_allclose(np.concatenate(parts), whole.numpy(), atol=1e-5)
@@ -327,7 +332,7 @@ def test_unwritable_out_is_one_line_and_exit_2(tmp_path, random_model):
     result = runner.invoke(
         app, ["label", str(path), "--model", str(random_model), "--out", str(blocker / "sub")]
     )
-    assert result.exit_code == 2 and "cannot create the output directory" in result.stderr
+    assert result.exit_code == 2 and "cannot create the directory" in result.stderr
 
 
 def test_several_inputs_need_out(tmp_path, random_model):
@@ -425,3 +430,18 @@ def test_label_plot_and_plot_command_write_pngs(tmp_path, tone_corpus, tone_mode
     )
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "silence",
+    [np.zeros(3 * RATE), np.random.default_rng(0).standard_normal(3 * RATE) * 10 ** (-75 / 20)],
+    ids=["digital-zero", "noise-at-minus-75-dBFS"],
+)
+def test_silence_is_labelled_h_sharp_by_the_shipped_model(tmp_path, silence):
+    """Per-recording normalisation must not blow a silent recording's noise floor up into
+    speech (0.1.0 labelled 3 s of zeros "h# uw l")."""
+    path = write_wav(tmp_path / "silence.wav", silence)
+    labeller = load_labeller(device="cpu")
+    assert [s.phone for s in label_file(path, labeller).segments] == ["h#"]
+    streamed = list(label_stream(io.BytesIO(pcm_bytes(path)), labeller))
+    assert [s.phone for s in streamed] == ["h#"]

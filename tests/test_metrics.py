@@ -9,17 +9,15 @@ from phonelabel.metrics import (
     NO_LABEL,
     EditCounts,
     align,
-    boundaries,
-    boundary_counts,
     confusion_61,
     fold_confusion,
     folded_frame_accuracy,
     frame_accuracy,
-    match_boundaries,
+    hypothesis_string,
     most_confused,
     per_phone_accuracy,
     phone_errors,
-    phone_string,
+    reference_string,
 )
 from phonelabel.phones import PHONE_INDEX, PHONE_INDEX_39, PHONES_39, PHONES_61
 
@@ -153,21 +151,38 @@ def _brute_distance(a: tuple, b: tuple) -> int:
     )
 
 
-def test_phone_string_folds_drops_q_and_collapses_runs():
+def test_reference_string_is_the_phn_tokens_folded_one_by_one():
+    """Kaldi's TIMIT scoring: 60 -> 39 token by token, q deleted, nothing merged."""
+    phones = "h# pau bcl b q aa ao ix ih s h#".split()
+    assert reference_string(phones) == ids39("sil sil sil b aa aa ih ih s sil")
+    assert reference_string(["q", "q"]) == []
+
+
+def test_hypothesis_string_is_the_decoded_segments_folded_one_by_one():
     frames = ids("h# h# pau bcl b q aa ao ao - ix ih s s h#")
-    # h# pau bcl -> one sil; q dropped so b stays one phone; aa ao -> aa; gap ignored.
-    assert phone_string(frames) == ids39("sil b aa ih s sil")
-    assert phone_string(ids("q q")) == []
+    # runs are segments: h# pau bcl stay three sils, aa ao two aa, the gap ends a segment
+    assert hypothesis_string(frames) == ids39("sil sil sil b aa aa ih ih s sil")
+    assert hypothesis_string(ids("aa aa q aa")) == ids39("aa aa")
 
 
-def test_q_removed_before_collapsing_merges_its_neighbours():
-    assert phone_string(ids("aa q aa")) == ids39("aa")
+def test_kaldi_style_per_on_a_hand_made_example():
+    """Reference .PHN "h# pcl p aa q aa h#" -> sil sil p aa aa sil (6 tokens; q deleted).
+    The hypothesis frames decode to h# p aa aa... : "h# p aa h#" -> sil p aa sil: the
+    missing closure and the second aa are 2 deletions, nothing else."""
+    reference_phones = "h# pcl p aa q aa h#".split()
+    hypothesis = ids("h# h# p p aa aa aa aa h#")
+    counts = phone_errors(reference_phones, hypothesis)
+    assert counts == EditCounts(0, 2, 0, 6)
+    assert counts.error_rate == pytest.approx(2 / 6)
+    # the old merged string would have read "sil p aa sil" for both: PER 0
+    exact = ids("h# h# pcl p aa aa q aa h#")
+    assert phone_errors(reference_phones, exact) == EditCounts(0, 0, 0, 6)
 
 
 def test_phone_errors_over_frame_sequences():
-    reference = ids("h# s s iy iy t h#")
+    reference_phones = "h# s iy t h#".split()
     hypothesis = ids("h# z s s iy iy h#")  # z inserted before s; t deleted
-    counts = phone_errors(reference, hypothesis)
+    counts = phone_errors(reference_phones, hypothesis)
     assert counts == EditCounts(0, 1, 1, 5)
     assert counts.error_rate == pytest.approx(2 / 5)
 
@@ -175,31 +190,4 @@ def test_phone_errors_over_frame_sequences():
 def test_hypothesis_frames_in_reference_gaps_are_not_scored():
     reference = ids("s s - - iy iy")  # a gap in the .PHN: no label
     hypothesis = ids("s s t t iy iy")  # whatever the model says there is not an insertion
-    assert phone_errors(reference, hypothesis) == EditCounts(0, 0, 0, 2)
-
-
-def test_edit_counts_add_up_over_utterances():
-    total = EditCounts(1, 0, 2, 10) + EditCounts(0, 3, 0, 5)
-    assert total == EditCounts(1, 3, 2, 15)
-    assert total.error_rate == pytest.approx(6 / 15)
-
-
-def test_boundaries_are_label_changes_not_the_ends():
-    assert boundaries(ids("aa aa s s s aa")).tolist() == [2, 5]
-    assert boundaries(ids("aa aa")).tolist() == []
-
-
-def test_boundaries_match_one_to_one_within_tolerance():
-    counts = match_boundaries(np.array([10, 20, 30]), np.array([12, 13, 31, 50]), tolerance=2)
-    # 12 matches 10; 13 cannot take 10 again and is 7 from 20; 31 matches 30.
-    assert (counts.matched, counts.reference, counts.hypothesis) == (2, 3, 4)
-    assert counts.precision == pytest.approx(2 / 4)
-    assert counts.recall == pytest.approx(2 / 3)
-    assert counts.f1 == pytest.approx(4 / 7)
-
-
-def test_boundary_counts_on_frame_labels():
-    reference = ids("aa aa aa s s s s m m m")  # boundaries 3, 7
-    hypothesis = ids("aa s s s s s s s s m")  # boundaries 1, 9: 2 and 2 frames off
-    assert boundary_counts(reference, hypothesis, tolerance=2).matched == 2
-    assert boundary_counts(reference, hypothesis, tolerance=1).matched == 0
+    assert phone_errors(["s", "iy"], hypothesis, reference) == EditCounts(0, 0, 0, 2)

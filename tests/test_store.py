@@ -18,12 +18,13 @@ from phonelabel.errors import PhonelabelError
 from phonelabel.features import (
     NO_LABEL,
     FeatureConfig,
+    Moments,
     compute_features,
     frame_count,
     frame_labels,
     global_stats,
+    normalization_stats,
     normalize,
-    speaker_stats,
 )
 from phonelabel.store import featurize, open_store
 
@@ -59,10 +60,10 @@ def test_store_round_trip(tone_corpus, tmp_path):
     info = json.loads((tmp_path / "feat" / "store.json").read_text())
     assert info["phones"][27] == "h#" and info["corpus"] == str(tone_corpus.resolve())
     header = (tmp_path / "feat" / "train" / "utterances.tsv").read_text().splitlines()[0]
-    assert header.split("\t") == ["utt_id", "speaker", "offset", "frames", "path"]
+    assert header.split("\t") == ["utt_id", "speaker", "offset", "frames", "path", "phones"]
     train = store.split("train")
-    assert isinstance(train.features, np.memmap) and train.features.dtype == np.float32
-    assert train.labels.dtype == np.uint8 and train.features.shape == (train.num_frames, 39)
+    assert isinstance(train.raw, np.memmap) and train.raw.dtype == np.float32
+    assert train.labels.dtype == np.uint8 and train.raw.shape == (train.num_frames, 39)
     # the stats are the raw train features' global statistics
     raw_train = np.concatenate([_raw(u.path) for u in train.utterances])
     np.testing.assert_allclose(store.stats["mean"], global_stats(raw_train)["mean"], atol=1e-4)
@@ -76,20 +77,29 @@ def test_store_round_trip(tone_corpus, tmp_path):
         np.testing.assert_array_equal(
             train.utterance_labels(i), frame_labels(segments, utt.frames, FeatureConfig())
         )
+        assert utt.phones == tuple(s.phone for s in segments)  # PER's reference tokens
+        np.testing.assert_array_equal(
+            train.raw[utt.offset : utt.offset + utt.frames], _raw(utt.path)
+        )
     # speaker normalisation: each speaker's frames with that speaker's blended stats
     first = train.utterances[0].speaker
     rows = [i for i, u in enumerate(train.utterances) if u.speaker == first]
     raw = [_raw(train.utterances[i].path) for i in rows]
-    mean, std = speaker_stats(np.concatenate(raw), store.stats)
+    moments = Moments().add(np.concatenate(raw), FeatureConfig())
+    mean, std = normalization_stats(FeatureConfig(), store.stats, moments)
     np.testing.assert_allclose(
         train.utterance_features(rows[1]), normalize(raw[1], mean, std), atol=1e-5
+    )
+    np.testing.assert_array_equal(
+        train.normalized_features()[train.utterances[rows[1]].offset],
+        train.utterance_features(rows[1])[0],
     )
 
 
 def test_global_normalisation_uses_train_statistics(tone_corpus, tmp_path):
     featurize(tone_corpus, tmp_path / "feat", GLOBAL, jobs=1)
     store = open_store(tmp_path / "feat")
-    train = np.asarray(store.split("train").features)
+    train = store.split("train").normalized_features()
     np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-3)
     np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-3)
     test = store.split("test")
@@ -121,7 +131,7 @@ def test_rerun_is_a_noop_unless_something_changed(tone_corpus, tmp_path):
     assert features.stat().st_mtime_ns == stamp
     assert not featurize(corpus, out, jobs=1, force=True).noop
     assert featurize(corpus, out, FeatureConfig(kind="fbank"), jobs=1).noop is False
-    assert open_store(out).split("dev").features.shape[1] == 120
+    assert open_store(out).split("dev").raw.shape[1] == 120
     phn = next(corpus.glob("TRAIN/*/*/*.PHN"))
     os.utime(phn, ns=(phn.stat().st_atime_ns, phn.stat().st_mtime_ns + 10**9))
     assert not featurize(corpus, out, FeatureConfig(kind="fbank"), jobs=1).noop
@@ -288,4 +298,4 @@ def test_featurize_real_synthetic_speech(synth_corpus, tmp_path):
     train = open_store(tmp_path / "feat").split("train")
     labels = np.asarray(train.labels)
     assert len(np.unique(labels[labels != NO_LABEL])) > 20  # real phones, not one class
-    assert np.all(np.isfinite(train.features))
+    assert np.all(np.isfinite(train.normalized_features()))

@@ -52,16 +52,16 @@ def test_every_file_is_timit_format_and_phones_tile_the_audio(synth_corpus):
         info = soundfile.info(str(u.audio))
         assert (info.format, info.subtype, info.samplerate) == ("NIST", "PCM_16", 16000)
         n = info.frames
-        segments = read_phn(u.phn, n)  # raises on any label outside the 61
+        segments = read_phn(u.alignment, n)  # raises on any label outside the 61
         samples = [(round(s.start * 16000), round(s.end * 16000)) for s in segments]
         assert samples[0][0] == 0 and samples[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(samples, samples[1:], strict=False))
         assert segments[0].phone == segments[-1].phone == "h#"
         assert "h#" not in [s.phone for s in segments[1:-1]]
-        words = read_wrd(u.wrd, n)
-        text = read_txt(u.txt)
+        words = read_wrd(u.words, n)
+        text = read_txt(u.transcript)
         assert [w.phone for w in words] == re.findall(r"[a-z]+", text.lower())
-        assert u.txt.read_text().startswith(f"0 {n} ")
+        assert u.transcript.read_text().startswith(f"0 {n} ")
 
 
 def test_dither_leaves_no_digital_zero_frame(synth_corpus):
@@ -122,7 +122,7 @@ def test_augmentation_noise_and_speed_change_the_audio_and_keep_tiling(tmp_path)
     assert report.synthesized == 4 and not report.skipped
     for u in find_utterances(tmp_path / "aug"):
         samples, _ = soundfile.read(str(u.audio))
-        segments = read_phn(u.phn, len(samples))
+        segments = read_phn(u.alignment, len(samples))
         assert round(segments[-1].end * 16000) == len(samples)
         h_sharp = samples[: round(segments[0].end * 16000)]
         assert np.std(h_sharp) > 0.003  # 10 dB SNR noise, far above the -70 dB dither

@@ -105,8 +105,8 @@ def test_find_utterances_in_either_letter_case(tmp_path, upper):
     assert sorted(found) == ["fcjf0_sa1", "fcjf0_si1027", "fcjf0_sx1"]
     utt = found["fcjf0_si1027"]
     assert (utt.speaker, utt.part, utt.dialect) == ("fcjf0", "train", "dr1")
-    assert utt.audio.is_file() and utt.phn is not None and utt.phn.is_file()
-    assert found["fcjf0_sx1"].phn is None
+    assert utt.audio.is_file() and utt.alignment is not None and utt.alignment.is_file()
+    assert found["fcjf0_sx1"].alignment is None
     assert found["fcjf0_sa1"].is_sa and not utt.is_sa
 
 

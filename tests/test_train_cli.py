@@ -51,9 +51,9 @@ def test_train_learns_and_writes_a_complete_model_dir(tone_model):
     assert trained.feature.kind == "mfcc" and len(trained.stats["mean"]) == 39
     assert (tone_model / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the Viterbi smoothing was tuned on dev, and is no worse there than argmax
-    decoder = trained.decoder
-    assert decoder["tuned_on"] == "dev" and decoder["min_duration"] >= 1
-    assert decoder["dev_phone_error_rate_39"] <= decoder["dev_phone_error_rate_39_argmax"]
+    tuning = trained.decoder_tuning
+    assert tuning["tuned_on"] == "dev" and trained.decoder_params.min_duration >= 1
+    assert tuning["dev_phone_error_rate_39"] <= tuning["dev_phone_error_rate_39_argmax"]
 
 
 def test_same_seed_gives_identical_weights(tone_store, tmp_path):
@@ -136,9 +136,9 @@ def test_existing_output_is_never_overwritten(tone_model, tone_store):
     [
         (["--k1", "20", "--k2", "10"], "--k2 (10) must be >= --k1 (20)"),
         (["--device", "cuda"], "CUDA"),
-        (["--optimizer", "rmsprop"], "unknown optimizer"),
+        (["--optimizer", "rmsprop"], "unknown --optimizer 'rmsprop'"),
         (["--device", "cpu", "--precision", "bf16"], "bf16 needs a CUDA GPU"),
-        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--device", "tpu"], "unknown --device 'tpu'"),
         (["--lr", "-0.1"], "--lr must be a number >= 0"),
         (["--lr", "inf"], "--lr must be a number >= 0"),
         (["--patience", "0"], "--patience must be >= 1"),
@@ -158,9 +158,9 @@ def test_bad_options_are_one_line_errors(tone_store, tmp_path, extra, message):
 def test_an_out_that_cannot_be_made_is_refused_before_training(tone_store, tmp_path):
     (tmp_path / "file").write_text("not a directory")
     result = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "file")])
-    assert result.exit_code == 2 and "is a file, not a model directory" in result.output
+    assert result.exit_code == 2 and "exists and is not a directory" in result.output
     result = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "file" / "m")])
-    assert result.exit_code == 2 and "cannot create the model directory" in result.output
+    assert result.exit_code == 2 and "cannot create the directory" in result.output
     assert "Traceback" not in result.output and "epoch" not in result.output
 
 
@@ -223,3 +223,69 @@ def test_cuda_training_matches_cpu_scoring(tone_store, tmp_path, precision):
         evaluate(out, tone_store, "dev", "cpu"),
     )
     assert abs(on_gpu.frame_accuracy_61 - on_cpu.frame_accuracy_61) < 0.01
+
+
+# --- config.json round-trips; --resume applies or refuses options ---------------------------
+
+
+def test_config_json_reads_back_into_the_same_train_config(tone_store, tmp_path):
+    from phonelabel.config import TrainConfig
+    from phonelabel.modeldir import default_model_dir
+
+    out = tmp_path / "m"
+    args = ["--out", str(out), *SMALL, "--epochs", "1", "--device", "cpu", "--k1", "7"]
+    assert runner.invoke(app, ["train", str(tone_store), *args]).exit_code == 0
+    written = json.loads((out / "config.json").read_text())
+    config = TrainConfig(**written["training"])
+    assert config.k1 == 7 and config.k2 == 7  # k2 = 0 ("as k1") resolved to the value used
+    assert config.resolved() == config  # nothing left to resolve: it round-trips
+    assert written["run"]["device_used"] == "cpu"
+    shipped = json.loads((default_model_dir() / "config.json").read_text())
+    assert TrainConfig(**shipped["training"]).delay == 3
+
+
+def test_resume_refuses_a_changed_option_naming_both_values(tone_store, tmp_path):
+    out = tmp_path / "m"
+    args = ["--out", str(out), *SMALL, "--epochs", "1", "--device", "cpu"]
+    assert runner.invoke(app, ["train", str(tone_store), *args]).exit_code == 0
+    hidden = json.loads((out / "config.json").read_text())["training"]["hidden"]
+    result = runner.invoke(
+        app, ["train", str(tone_store), "--out", str(out), "--resume", "--hidden", "999"]
+    )
+    assert result.exit_code == 2
+    assert f"keeps its --hidden ({hidden})" in result.output and "999" in result.output
+    assert len(history(out)) == 1
+    # the same value is no change; --epochs (safe) is applied
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(tone_store),
+            "--out",
+            str(out),
+            "--resume",
+            "--hidden",
+            str(hidden),
+            "--epochs",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(history(out)) == 2
+
+
+def test_a_config_that_does_not_fit_the_weights_is_refused_before_building(
+    tone_model, tone_store, tmp_path
+):
+    import shutil
+
+    out = tmp_path / "m"
+    shutil.copytree(tone_model, out)
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["hidden"] = 100000  # would allocate 160 GB if the model were built first
+    (out / "config.json").write_text(json.dumps(config))
+    started = time.perf_counter()
+    result = runner.invoke(app, ["evaluate", str(out), str(tone_store), "--split", "dev"])
+    assert result.exit_code == 2 and "does not fit model.pt" in result.output
+    assert "Traceback" not in result.output
+    assert time.perf_counter() - started < 30

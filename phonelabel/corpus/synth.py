@@ -27,15 +27,20 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import soxr  # librosa's resampler; scipy.signal would cost seconds to import per worker
+from numpy.lib.stride_tricks import sliding_window_view
 
 import phonelabel.corpus.engines as tts
+from phonelabel.audio import read_audio
+from phonelabel.core import SAMPLE_RATE
 from phonelabel.corpus.engines import SILENCES, EngineOutput, Voice, to_timit
-from phonelabel.corpus.timit import assign_splits, find_utterances
+from phonelabel.corpus.timit import assign_splits, find_utterances, read_phn
 from phonelabel.errors import PhonelabelError
+from phonelabel.features import FeatureConfig, frame_count, frame_labels
 from phonelabel.fileio import atomic_path, write_json
 from phonelabel.phones import PHONE_INDEX, data_path
 
-RATE = 16000
+RATE = SAMPLE_RATE  # the corpus is written at the rate models work at
 # Voice split (DESIGN.md §7): each engine holds out one human voice for TEST. TRAIN keeps
 # the female voice (slt, in both engines) so the model hears both sexes; TEST is Ken
 # (festival ked) and Alan (flite awb, Scottish English), voices TRAIN never uses.
@@ -167,7 +172,7 @@ def make_prompts(count: int = PROMPT_POOL, seed: int = 0) -> list[str]:
 def plan_speakers(speakers: int, engine_names: tuple[str, ...], seed: int) -> list[Speaker]:
     """Speaker ids, parts, voices and rate/pitch, all from ``seed``."""
     if speakers < 4:
-        raise PhonelabelError(f"--speakers {speakers}: need at least 4 (2 TRAIN, 2 TEST)")
+        raise PhonelabelError(f"speakers {speakers}: need at least 4 (2 TRAIN, 2 TEST)")
     train = [tts.voice(k) for k in TRAIN_VOICES if k.split(":")[0] in engine_names]
     test = [tts.voice(k) for k in TEST_VOICES if k.split(":")[0] in engine_names]
     rng = np.random.default_rng([seed, 2])
@@ -200,7 +205,7 @@ def plan_speakers(speakers: int, engine_names: tuple[str, ...], seed: int) -> li
 def plan_utterances(speakers: list[Speaker], per_speaker: int, seed: int) -> list[UtterancePlan]:
     prompts = make_prompts(PROMPT_POOL, seed)
     if not 1 <= per_speaker <= len(prompts):
-        raise PhonelabelError(f"--utterances-per-speaker {per_speaker}: must be 1..{len(prompts)}")
+        raise PhonelabelError(f"utterances per speaker {per_speaker}: must be 1..{len(prompts)}")
     rng = np.random.default_rng([seed, 3])
     plans = []
     for s in speakers:
@@ -260,8 +265,6 @@ def _resample(samples: np.ndarray, factor: float) -> tuple[np.ndarray, float]:
     """Play ``samples`` ``factor`` times faster (pitch and tempo); the time scale applied."""
     if factor == 1.0:
         return samples, 1.0
-    import soxr  # librosa's resampler; scipy.signal would cost seconds to import per worker
-
     out = soxr.resample(samples, RATE * factor, RATE, "HQ")
     return np.asarray(out, dtype=np.float32), 1 / factor
 
@@ -342,7 +345,7 @@ def _parse_engines(names: tuple[str, ...]) -> tuple[str, ...]:
         if name not in tts.ENGINES:
             raise PhonelabelError(f"unknown engine {name!r} (known: festival, flite, espeak)")
     if not names:
-        raise PhonelabelError("no engine given (use --engines festival,flite)")
+        raise PhonelabelError("no engine given (festival, flite)")
     return tuple(sorted(set(names)))
 
 
@@ -386,12 +389,12 @@ def synthesize(
     if noise_snr is not None and not (
         np.all(np.isfinite(noise_snr)) and len(noise_snr) == 2 and noise_snr[0] <= noise_snr[1]
     ):
-        raise PhonelabelError(f"--noise-snr {noise_snr}: give LO,HI in dB with LO <= HI")
+        raise PhonelabelError(f"noise SNR {noise_snr}: give LO,HI in dB with LO <= HI")
     if not 0 <= speed_perturb <= 0.3:
-        raise PhonelabelError(f"--speed-perturb {speed_perturb}: must be in 0..0.3")
+        raise PhonelabelError(f"speed perturbation {speed_perturb}: must be in 0..0.3")
     jobs = jobs or os.cpu_count() or 1
     if jobs < 1:
-        raise PhonelabelError(f"--jobs {jobs}: must be at least 1")
+        raise PhonelabelError(f"jobs {jobs}: must be at least 1")
 
     speaker_plans = plan_speakers(speakers, engine_names, seed)
     tts.check_voices([tts.voice(k) for k in sorted({s.voice for s in speaker_plans})])
@@ -515,12 +518,6 @@ def alignment_stats(root: str | Path) -> dict[str, dict[str, float]]:
     log energy (dB re full scale) and mean share of the frame's energy above 4 kHz, over
     the 25 ms / 10 ms frames of DESIGN.md §4 labelled by their centre sample.
     """
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    from phonelabel.audio import read_audio
-    from phonelabel.corpus.timit import read_phn
-    from phonelabel.features import FeatureConfig, frame_count, frame_labels
-
     config = FeatureConfig()
     window = np.hamming(config.win_length)
     high = np.fft.rfftfreq(config.win_length, 1 / RATE) >= 4000
@@ -529,7 +526,7 @@ def alignment_stats(root: str | Path) -> dict[str, dict[str, float]]:
     for utterance in find_utterances(root):
         samples = read_audio(utterance.audio).samples.astype(np.float64)
         n = frame_count(len(samples), config)
-        labels = frame_labels(read_phn(utterance.phn, len(samples)), n, config)
+        labels = frame_labels(read_phn(utterance.alignment, len(samples)), n, config)
         frames = sliding_window_view(samples, config.win_length)[:: config.hop_length][:n]
         power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2  # (T, 201)
         decibels = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)

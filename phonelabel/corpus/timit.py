@@ -9,12 +9,10 @@ alternately into dev and test, by speaker, never by utterance.
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from phonelabel.core import SAMPLE_RATE, Segment, Utterance
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX, data_path
 
@@ -22,44 +20,6 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".sph")
 # full_test: every TEST-part speaker (TIMIT: 168 speakers, 1,344 utterances without SA), the
 # set Graves & Schmidhuber (2005) and much of the older literature report on.
 SPLITS = ("train", "dev", "test", "full_test")
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A time-aligned label. Times in seconds; ``confidence`` only for model output."""
-
-    start: float
-    end: float
-    phone: str
-    confidence: float | None = None
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One recording of a TIMIT-layout tree and its annotation files."""
-
-    utt_id: str  # Kaldi style: lower-case "<speaker>_<utterance>", e.g. "fcjf0_si1027"
-    speaker: str  # lower case, e.g. "fcjf0"
-    part: str  # "train" or "test": the top-level folder it came from
-    dialect: str  # "dr1" .. "dr8"
-    audio: Path
-    phn: Path | None
-    wrd: Path | None = None
-    txt: Path | None = None
-
-    @property
-    def is_sa(self) -> bool:
-        """SA1/SA2 are read by every speaker; excluded from the splits by default."""
-        return re.fullmatch(r"sa\d+", self.audio.name.lower().partition(".")[0]) is not None
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
-        )
 
 
 @lru_cache(maxsize=2)
@@ -125,9 +85,9 @@ def _speaker_utterances(speaker_dir: Path, part: str, dialect: str) -> list[Utte
                 part=part,
                 dialect=dialect.lower(),
                 audio=files[name],
-                phn=_sibling(files, stem, ".phn"),
-                wrd=_sibling(files, stem, ".wrd"),
-                txt=_sibling(files, stem, ".txt"),
+                alignment=_sibling(files, stem, ".phn"),
+                words=_sibling(files, stem, ".wrd"),
+                transcript=_sibling(files, stem, ".txt"),
             )
         )
     return found
@@ -194,7 +154,9 @@ def _timed_lines(path: Path, num_samples: int | None) -> list[tuple[int, int, in
     return rows
 
 
-def read_phn(path: str | Path, num_samples: int | None = None, rate: int = 16000) -> list[Segment]:
+def read_phn(
+    path: str | Path, num_samples: int | None = None, rate: int = SAMPLE_RATE
+) -> list[Segment]:
     """Phone segments of a TIMIT .PHN file (``start_sample end_sample label`` per line).
 
     Checks every label against the 61 phones, order, overlap and (given ``num_samples``)
@@ -211,7 +173,9 @@ def read_phn(path: str | Path, num_samples: int | None = None, rate: int = 16000
     return segments
 
 
-def read_wrd(path: str | Path, num_samples: int | None = None, rate: int = 16000) -> list[Segment]:
+def read_wrd(
+    path: str | Path, num_samples: int | None = None, rate: int = SAMPLE_RATE
+) -> list[Segment]:
     """Word segments of a TIMIT .WRD file (words may not overlap)."""
     path = Path(path)
     return [Segment(s / rate, e / rate, w) for _, s, e, w in _timed_lines(path, num_samples)]

@@ -1,0 +1,95 @@
+"""Training options: a frozen dataclass that round-trips through a model's config.json
+(``TrainConfig(**config["training"])``). Kept apart from ``train.py`` so the CLI can show
+its defaults without importing torch. The defaults live here once; the CLI reads them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from phonelabel.errors import PhonelabelError
+
+# options a resumed run may change: they alter when it stops, where it runs and how often it
+# saves, never what an update computes
+RESUME_SAFE = frozenset({"epochs", "device", "patience", "checkpoint_seconds", "tune_decoder"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.2
+    delay: int = 0
+    k1: int = 20  # frames per update; 0 = whole-utterance BPTT
+    k2: int = 0  # frames of backpropagation; 0 = same as k1
+    batch_streams: int = 32
+    epochs: int = 30
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9, as Graves & Schmidhuber 2005)
+    lr: float = 0.0  # 0 = the optimiser's default (adam 1e-3, sgd 0.05)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    clip: float = 1.0  # global-norm clipping threshold; 0 disables
+    clip_output: bool = False  # include the output layer in the clipped norm
+    clip_value: float = 0.0  # optional element-wise clipping before the norm; 0 disables
+    input_noise: float = 0.1  # std of Gaussian noise on the (unit-variance) inputs
+    patience: int = 5  # epochs without dev improvement before stopping
+    lr_patience: int = 1  # epochs without dev improvement before halving the lr
+    min_lr: float = 1e-6
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"  # fp32, tf32 (CUDA matmuls), bf16 (autocast)
+    checkpoint_seconds: float = 300.0  # mid-epoch checkpoint interval for --resume
+    tune_decoder: bool = True  # after training, tune Viterbi smoothing on dev (PER)
+
+    @property
+    def window(self) -> int:
+        return max(self.k2, self.k1)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr or (1e-3 if self.optimizer == "adam" else 0.05)
+
+    def resolved(self) -> TrainConfig:
+        """The values a run uses in place of the 0 = default markers (lr, k2): what
+        config.json records, and reads back as the same config."""
+        return replace(self, lr=self.learning_rate, k2=self.window)
+
+    def resumed(self, changes: dict[str, Any]) -> TrainConfig:
+        """This (saved) run's config with ``changes`` applied: options in RESUME_SAFE may
+        change; any other that differs is refused, naming both values."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise PhonelabelError(f"unknown training options {', '.join(unknown)}")
+        for name, value in changes.items():
+            if name not in RESUME_SAFE and value != getattr(self, name):
+                if name in ("lr", "k2") and not value:  # 0: "the default", as resolved
+                    continue
+                raise PhonelabelError(
+                    f"a resumed run keeps its {name} ({getattr(self, name)!r}); {value!r} was "
+                    f"given (only {', '.join(sorted(RESUME_SAFE))} may change): start a new "
+                    "run for another value"
+                )
+        return replace(self, **changes)
+
+    def check(self) -> None:
+        if self.k1 < 0 or self.k2 < 0:
+            raise PhonelabelError("k1 and k2 must be >= 0")
+        if self.k1 > 0 and self.k2 and self.k2 < self.k1:
+            raise PhonelabelError(f"k2 ({self.k2}) must be >= k1 ({self.k1})")
+        if self.optimizer not in ("adam", "sgd"):
+            raise PhonelabelError(f"unknown optimizer {self.optimizer!r} (use adam or sgd)")
+        if self.precision not in ("fp32", "tf32", "bf16"):
+            raise PhonelabelError(f"unknown precision {self.precision!r} (fp32, tf32 or bf16)")
+        for name in ("hidden", "layers", "batch_streams", "epochs", "patience", "lr_patience"):
+            if getattr(self, name) < 1:
+                raise PhonelabelError(f"{name} must be >= 1")
+        for name in ("delay", "clip", "clip_value", "lr", "input_noise", "weight_decay"):
+            if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
+                raise PhonelabelError(f"{name} must be a number >= 0")
+        if not 0 <= self.dropout < 1:
+            raise PhonelabelError("dropout must be in [0, 1)")
+        if not 0 <= self.momentum < 1:
+            raise PhonelabelError("momentum must be in [0, 1)")
+        if not self.checkpoint_seconds >= 0:  # 0: after every step
+            raise PhonelabelError("checkpoint_seconds must be >= 0")
