@@ -25,8 +25,8 @@ import torch
 
 from phonelabel.decode import ViterbiDecoder
 from phonelabel.features import FeatureConfig, compute_features, global_stats, normalize
-from phonelabel.label import PosteriorStream, label_file, load_labeller
-from phonelabel.model import ModelConfig, PhoneLSTM
+from phonelabel.label import label_file, load_labeller
+from phonelabel.model import ModelConfig, PhoneLSTM, PosteriorStream
 from phonelabel.modeldir import TrainedModel, save_model
 
 RATE = 16000
@@ -97,7 +97,7 @@ def main() -> None:
 
         features, feature_seconds = timed(compute_features, samples, config)
         normalised = normalize(features, stats["mean"], stats["std"])
-        stream = PosteriorStream(labeller.trained)
+        stream = PosteriorStream(labeller.trained.model)
 
         def posteriors() -> np.ndarray:
             blocks = [
