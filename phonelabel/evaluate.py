@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from phonelabel import __version__
+from phonelabel.corpus.source import CorpusOptions
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig
 from phonelabel.metrics import (
@@ -152,9 +153,10 @@ def evaluate(
     batch_utterances: int = 64,
     smooth: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    options: CorpusOptions | None = None,
 ) -> EvaluationResult:
     """Score the model in ``model_dir`` on ``split`` of ``source`` (a feature store or a
-    TIMIT-layout corpus directory). ``on_progress(done, total)`` after each batch."""
+    corpus directory, read by ``options``). ``on_progress(done, total)`` after each batch."""
     import torch  # deferred: keeps `phonelabel --help` fast
 
     from phonelabel.decode import DecoderParams, decode_frames
@@ -166,7 +168,7 @@ def evaluate(
     started = time.perf_counter()
     torch_device = resolve_device(device)
     trained = load_model(model_dir, torch_device)
-    data = load_input(Path(source), split, trained.feature, trained.stats)
+    data = load_input(Path(source), split, trained.feature, trained.stats, options)
     params = DecoderParams.from_dict(trained.decoder)
     tolerance = round(BOUNDARY_TOLERANCE * trained.feature.sample_rate / trained.feature.hop_length)
 
@@ -213,15 +215,20 @@ def evaluate(
 
 
 def load_input(
-    source: Path, split: str, feature: FeatureConfig, stats: dict[str, Any]
+    source: Path,
+    split: str,
+    feature: FeatureConfig,
+    stats: dict[str, Any],
+    options: CorpusOptions | None = None,
 ) -> EvaluationInput:
-    """A split of a feature store (``store.json`` inside) or of a TIMIT-layout corpus."""
+    """A split of a feature store (``store.json`` inside) or of a corpus directory (TIMIT
+    layout, or audio + TextGrids read by ``options``). Split ``all``: every utterance."""
     if not source.exists():
         raise PhonelabelError(f"{source}: no such feature store or corpus directory")
     if (source / "store.json").is_file():
         data = _store_input(source, split, feature, stats)
     else:
-        data = _corpus_input(source, split, feature, stats)
+        data = _corpus_input(source, split, feature, stats, options)
     if not data.utt_ids:
         raise PhonelabelError(f"{source}: split {split!r} is empty (no utterances to score)")
     return data
@@ -248,11 +255,14 @@ def _store_input(
             f"{path}: the store's feature config differs from the model's: "
             + "; ".join(differences)
         )
-    if split not in store.split_names:
+    if split == "all" and "all" not in store.split_names:
+        data = _all_splits(store)
+    elif split not in store.split_names:
         raise PhonelabelError(
-            f"{path}: no split {split!r} (the store has: {', '.join(store.split_names)})"
+            f"{path}: no split {split!r} (the store has: {', '.join(store.split_names)}, all)"
         )
-    data = store.split(split)
+    else:
+        data = store.split(split)
     features, notes = data.utterance_features, []
     if not _same_stats(stats, store.stats):
         # A model trained on another store: its inputs must be normalised its own way.
@@ -276,6 +286,29 @@ def _store_input(
     )
 
 
+class _JoinedSplits:
+    """Several splits of a store read as one (split ``all``), without copying them."""
+
+    def __init__(self, parts: list[Any]):
+        self.parts = parts
+        self.index = [(p, i) for p in parts for i in range(len(p.utterances))]
+        self.utterances = [u for p in parts for u in p.utterances]
+
+    def utterance_features(self, i: int) -> np.ndarray:
+        part, j = self.index[i]
+        return part.utterance_features(j)
+
+    def utterance_labels(self, i: int) -> np.ndarray:
+        part, j = self.index[i]
+        return part.utterance_labels(j)
+
+
+def _all_splits(store: Any) -> _JoinedSplits:
+    """Every utterance of the store once: train, dev and test (full_test repeats dev+test)."""
+    names = [n for n in ("train", "dev", "test") if n in store.split_names]
+    return _JoinedSplits([store.split(name) for name in names])
+
+
 def _same_stats(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in ("mean", "std"))
 
@@ -292,20 +325,28 @@ def _renormalized(
 
 
 def _corpus_input(
-    root: Path, split: str, feature: FeatureConfig, stats: dict[str, Any]
+    root: Path,
+    split: str,
+    feature: FeatureConfig,
+    stats: dict[str, Any],
+    options: CorpusOptions | None = None,
 ) -> EvaluationInput:
     """Featurise a corpus split exactly as ``featurize`` stores it (same per-utterance
     function, same per-speaker normalisation over the speaker's utterances in the split),
     with the model's statistics as the global prior, so store and corpus scores agree."""
-    from phonelabel.corpus.timit import SPLITS, assign_splits, find_utterances
+    from phonelabel.corpus.source import open_corpus
     from phonelabel.features import normalize, speaker_stats
     from phonelabel.store import featurize_utterance
 
-    if split not in SPLITS:
-        raise PhonelabelError(f"{root}: no split {split!r} (a corpus has: {', '.join(SPLITS)})")
-    kept, features, labels, skipped = [], [], [], []
-    for utterance in assign_splits(find_utterances(root))[split]:
-        result = featurize_utterance(utterance.audio, utterance.phn, feature)
+    corpus = open_corpus(root, options or CorpusOptions())
+    if split not in corpus.splits:
+        raise PhonelabelError(
+            f"{root}: no split {split!r} (a corpus has: {', '.join(corpus.splits)})"
+        )
+    kept, features, labels = [], [], []
+    skipped = [[file, reason] for file, reason in corpus.problems]
+    for utterance in corpus.splits[split]:
+        result = featurize_utterance(utterance, feature)
         if result.reason is not None:  # featurize skips these too, and says so
             skipped.append([utterance.utt_id, result.reason])
             continue

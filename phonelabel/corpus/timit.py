@@ -14,9 +14,13 @@ import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX, data_path
+
+if TYPE_CHECKING:
+    from phonelabel.audio import Audio
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph")
 # full_test: every TEST-part speaker (TIMIT: 168 speakers, 1,344 utterances without SA), the
@@ -55,6 +59,28 @@ class Utterance:
     def is_sa(self) -> bool:
         """SA1/SA2 are read by every speaker; excluded from the splits by default."""
         return re.fullmatch(r"sa\d+", self.audio.name.lower().partition(".")[0]) is not None
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """The files it is read from (the featurize fingerprint hashes them)."""
+        return (self.audio,) if self.phn is None else (self.audio, self.phn)
+
+    def segments(self, audio: Audio) -> list[Segment]:
+        """Phone segments of its .PHN over ``audio`` (read from ``self.audio``), checked
+        against the audio's own rate and length; PhonelabelError when missing or bad."""
+        if self.phn is None:
+            raise PhonelabelError(f"{self.audio}: no .PHN file beside it")
+        # .PHN sample numbers count samples at the file's own rate
+        segments = read_phn(self.phn, num_samples=audio.source_frames, rate=audio.source_rate)
+        if audio.source_rate != audio.sample_rate and segments:
+            # a .PHN counting 16 kHz samples beside 44.1 kHz audio
+            at_16k = segments[-1].end * audio.source_rate / audio.sample_rate
+            if abs(at_16k - audio.seconds) < 0.02 < audio.seconds - segments[-1].end:
+                raise PhonelabelError(
+                    f"{self.phn}: its sample numbers look like {audio.sample_rate} Hz ones, but "
+                    f"the audio is {audio.source_rate} Hz (a .PHN counts its recording's samples)"
+                )
+        return segments
 
     def to_json(self) -> str:
         return json.dumps(
