@@ -350,6 +350,14 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in --out (its options).")
     ] = False,
+    init: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="MODEL_DIR",
+            help="Start from this trained model's weights ('default': the shipped model);"
+            " its features and size must match the run's.",
+        ),
+    ] = None,
 ) -> None:
     """Train the unidirectional LSTM with truncated BPTT(k1, k2) and gradient clipping."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -377,6 +385,7 @@ def train(
         precision=precision,
         checkpoint_seconds=checkpoint_seconds,
         tune_decoder=tune_decoder,
+        init=init or "",
     )
     bar = Progress(
         TextColumn("epoch {task.fields[epoch]}"),

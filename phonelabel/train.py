@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from phonelabel.errors import PhonelabelError
-from phonelabel.features import NO_LABEL
+from phonelabel.features import NO_LABEL, FeatureConfig
 from phonelabel.fileio import write_text
 from phonelabel.model import ModelConfig, PhoneLSTM, State, resolve_device, utterance_log_posteriors
 from phonelabel.modeldir import (
     TrainedModel,
+    load_model,
     load_state_dict,
     save_model,
     save_state_dict,
@@ -69,6 +70,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, tf32 (CUDA matmuls), bf16 (autocast)
     checkpoint_seconds: float = 300.0  # mid-epoch checkpoint interval for --resume
     tune_decoder: bool = True  # after training, tune Viterbi smoothing on dev (PER)
+    init: str = ""  # model dir whose weights start the run ("default": the shipped one)
 
     @property
     def window(self) -> int:
@@ -531,6 +533,33 @@ def run_epoch(
             last_checkpoint = time.perf_counter()
 
 
+def _initial_model(init: str, model_config: ModelConfig, feature: FeatureConfig) -> TrainedModel:
+    """The trained model ``init`` names (a model dir, or "default": the shipped one), refused
+    when its feature config or size differs from this run's (its phones are TIMIT-61:
+    ``read_config`` refuses any other set)."""
+    from phonelabel.evaluate import config_differences
+    from phonelabel.label import default_model_dir
+
+    directory = default_model_dir() if init == "default" else Path(init)
+    start = load_model(directory, "cpu")
+    differences = [
+        d.replace("(store)", "(this run's features)")
+        for d in config_differences(start.feature, feature)
+    ]
+    have = start.model.config
+    for name in ("input_dim", "hidden", "layers", "num_classes", "delay"):
+        if getattr(have, name) != getattr(model_config, name):
+            differences.append(
+                f"{name}: {getattr(have, name)!r} (model) vs {getattr(model_config, name)!r} (this run)"
+            )
+    if differences:
+        raise PhonelabelError(
+            f"{directory}: cannot start from this model, it differs from the run: "
+            + "; ".join(differences)
+        )
+    return start
+
+
 def train(
     features: str | Path,
     out: str | Path,
@@ -570,11 +599,6 @@ def train(
     if dev_split is not None and not dev_split.utterances:
         dev_split = None
     _check_labels(np.asarray(train_split.labels), f"{features}/train/labels.npy")
-    _prepare_out(out, resume)  # after every check, so a refused run leaves no directory
-    if config.precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-
-    torch.manual_seed(config.seed)
     model_config = ModelConfig(
         input_dim=store.config.dim,
         hidden=config.hidden,
@@ -582,7 +606,15 @@ def train(
         dropout=config.dropout,
         delay=config.delay,
     )
+    start = _initial_model(config.init, model_config, store.config) if config.init else None
+    _prepare_out(out, resume)  # after every check, so a refused run leaves no directory
+    if config.precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(config.seed)
     model = PhoneLSTM(model_config).to(device)
+    if start is not None and checkpoint is None:
+        model.load_state_dict(start.model.state_dict())
     optimizer = make_optimizer(model, config)
     run = RunState(lr=config.learning_rate)
     stream_state = None
@@ -605,6 +637,7 @@ def train(
             k2=config.window,
             features=str(Path(features).resolve()),
             device_used=str(device),
+            **({"init_model": str(start.directory.resolve())} if start is not None else {}),
         ),
         directory=out,
     )
