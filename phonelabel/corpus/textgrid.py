@@ -186,14 +186,14 @@ def read_alignment(path: str | Path, tier: str | None = None) -> Alignment:
 
     path = Path(path)
     text = _decode(path)
-    if "TextGrid" not in text[:200]:
+    if not re.search(r'Object class\s*=\s*"TextGrid"', text[:500]):
         raise PhonelabelError(f"{path}: not a TextGrid (no 'Object class = \"TextGrid\"')")
     try:
         parsed = textgrid_io.parseTextgridStr(text, includeEmptyIntervals=True)
         tiers = {t["name"]: t for t in parsed["tiers"]}
     except Exception as error:  # praatio raises many kinds on malformed text
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PhonelabelError(f"{path}: not a readable TextGrid ({reason})") from None
+        raise PhonelabelError(f"{path}: not a TextGrid praatio can read ({reason})") from None
     name = _choose_tier(path, [t["name"] for t in parsed["tiers"]], tier)
     phone_tier = tiers[name]
     if phone_tier["class"] != "IntervalTier":
