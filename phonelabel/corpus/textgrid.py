@@ -114,21 +114,18 @@ def _known(label: str, label_set: str) -> bool:
 
 
 def detect_label_set(labels: Iterable[str]) -> str:
-    """ "timit" or "arpabet" for a corpus's phone labels (every label known to the set;
-    both fit: TIMIT when a TIMIT-only label such as a closure or h# is there)."""
+    """ "timit" or "arpabet" for a corpus's phone labels: the set that knows every label
+    (both do: TIMIT when a TIMIT-only label such as a closure or h# is there); when
+    neither does, the one that knows more (the unknown labels are then reported per file)."""
     labels = set(labels)
-    timit = all(_known(label, "timit") for label in labels)
-    arpabet = all(_known(label, "arpabet") for label in labels)
+    timit = sum(_known(label, "timit") for label in labels)
+    arpabet = sum(_known(label, "arpabet") for label in labels)
     timit_only = {label.strip().lower() for label in labels} & (
         set(PHONE_INDEX) - set(arpabet_table())
     )
-    if timit and (timit_only or not arpabet):
+    if timit == len(labels) and (timit_only or arpabet < len(labels)):
         return "timit"
-    if arpabet:
-        return "arpabet"
-    return (
-        "timit" if sum(map(lambda x: _known(x, "timit"), labels)) > len(labels) / 2 else "arpabet"
-    )
+    return "arpabet" if arpabet >= timit else "timit"
 
 
 # --- one TextGrid -------------------------------------------------------------------------
@@ -327,7 +324,9 @@ class TextGridUtterance:
 
     def words(self) -> list[Segment] | None:
         """The words tier's labelled intervals (None when the TextGrid has none)."""
-        return None if self.alignment is None else read_alignment(self.alignment).words
+        if self.alignment is None:
+            return None
+        return read_alignment(self.alignment, self.rule.tier).words
 
 
 @dataclass
