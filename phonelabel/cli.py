@@ -188,9 +188,48 @@ def synth(
         )
 
 
+# --- corpus options shared by featurize and evaluate (audio + TextGrid trees) -------------
+
+AlignmentsOption = Annotated[
+    Optional[Path],
+    typer.Option(help="TextGrids in a tree mirroring the corpus (MFA's output folder)."),
+]
+TierOption = Annotated[
+    Optional[str],
+    typer.Option(help="Phone tier name [default: 'phones', else the one tier named *phone*]."),
+]
+LabelsOption = Annotated[
+    str, typer.Option(help="TextGrid label set: auto, timit or arpabet (MFA / CMU).")
+]
+PhoneMapOption = Annotated[
+    Optional[Path],
+    typer.Option(help="Map of other labels: 'label TIMIT-61-phone' per line ('-': not scored)."),
+]
+ManifestOption = Annotated[
+    Optional[Path],
+    typer.Option(help="Splits from a TSV: utt_id speaker split audio alignment (header line)."),
+]
+
+
+def _corpus_options(
+    alignments: Path | None,
+    tier: str | None,
+    labels: str,
+    phone_map: Path | None,
+    manifest: Path | None,
+    include_sa: bool = False,
+):
+    from phonelabel.corpus.source import CorpusOptions
+
+    return CorpusOptions(alignments, tier, labels, phone_map, manifest, include_sa)
+
+
 @command
 def featurize(
-    corpus: Annotated[Path, typer.Argument(help="TIMIT-layout corpus (TRAIN/, TEST/).")],
+    corpus: Annotated[
+        Path,
+        typer.Argument(help="TIMIT-layout corpus (TRAIN/, TEST/), or audio files + TextGrids."),
+    ],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Feature store to write.")],
     kind: Annotated[
         str, typer.Option(help="mfcc (13 + deltas = 39 dims) or fbank (40 + deltas = 120).")
@@ -211,6 +250,11 @@ def featurize(
     include_sa: Annotated[
         bool, typer.Option("--include-sa", help="Keep the SA1/SA2 sentences (TIMIT excludes them).")
     ] = False,
+    alignments: AlignmentsOption = None,
+    tier: TierOption = None,
+    labels: LabelsOption = "auto",
+    phone_map: PhoneMapOption = None,
+    manifest: ManifestOption = None,
 ) -> None:
     """Turn a corpus into 10 ms feature frames and frame labels (a memory-mapped store)."""
     from rich.table import Table
@@ -228,8 +272,8 @@ def featurize(
             jobs=jobs,
             force=force,
             strict=strict,
-            include_sa=include_sa,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            options=_corpus_options(alignments, tier, labels, phone_map, manifest, include_sa),
         )
     table = Table(title=f"feature store {report.out}")
     columns = ("split", "speakers", "utterances", "frames", "unlabelled", "hours", "skipped")
@@ -252,6 +296,10 @@ def featurize(
         f" not in any split (SA / off-list speakers) {report.excluded}",
         highlight=False,
     )
+    if report.summary:
+        console.print(report.summary, highlight=False)
+    for file, reason in report.problems:
+        console.print(f"[yellow]skipped[/yellow] {file}: {reason}", highlight=False)
     for utt_id, reason in report.skipped:
         console.print(f"[yellow]skipped[/yellow] {utt_id}: {reason}", highlight=False)
     if report.noop:
@@ -354,6 +402,14 @@ def train(
             + " may be changed (others must match or are refused).",
         ),
     ] = False,
+    init: Annotated[
+        Optional[str],
+        _train_option(
+            "init",
+            "Start from this trained model's weights ('default': the shipped model); its "
+            "features and size must match the run's.",
+        ),
+    ] = None,
 ) -> None:
     """Train the unidirectional LSTM with truncated BPTT(k1, k2) and gradient clipping."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -432,10 +488,17 @@ def evaluate(
     model: Annotated[Path, typer.Argument(help="Model directory written by `phonelabel train`.")],
     source: Annotated[
         Path,
-        typer.Argument(help="Feature store, or a TIMIT-layout corpus (audio + .PHN) to featurize."),
+        typer.Argument(
+            help="Feature store, or a corpus to featurize: TIMIT layout (audio + .PHN) or"
+            " audio + TextGrids."
+        ),
     ],
     split: Annotated[
-        str, typer.Option(help="Split to score: train, dev, test (TIMIT core test) or full_test.")
+        str,
+        typer.Option(
+            help="Split to score: train, dev, test (TIMIT core test), full_test, or all"
+            " (every utterance)."
+        ),
     ] = "test",
     json_file: Annotated[
         Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")
@@ -451,6 +514,11 @@ def evaluate(
     batch_utterances: Annotated[
         int, typer.Option(help="Utterances run through the model at once.")
     ] = 64,
+    alignments: AlignmentsOption = None,
+    tier: TierOption = None,
+    labels: LabelsOption = "auto",
+    phone_map: PhoneMapOption = None,
+    manifest: ManifestOption = None,
 ) -> None:
     """Score a model on a split: frame accuracy (61 and 39 classes), PER, confusions."""
     from rich.progress import Progress
@@ -473,6 +541,7 @@ def evaluate(
             batch_utterances=batch_utterances,
             smooth=smooth,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            options=_corpus_options(alignments, tier, labels, phone_map, manifest),
         )
     report = result.to_json()
 

@@ -41,6 +41,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, tf32 (CUDA matmuls), bf16 (autocast)
     checkpoint_seconds: float = 300.0  # mid-epoch checkpoint interval for --resume
     tune_decoder: bool = True  # after training, tune Viterbi smoothing on dev (PER)
+    init: str = ""  # model dir whose weights start the run ("default": the shipped one)
 
     @property
     def window(self) -> int:

@@ -42,7 +42,9 @@ class Reference:
 
 @dataclass(frozen=True)
 class Utterance:
-    """One recording of a corpus and the files that annotate it."""
+    """One recording of a corpus and the files that annotate it. Each corpus reader makes a
+    subclass whose ``segments(audio) -> list[Segment]`` reads its alignment (TIMIT's .PHN,
+    a TextGrid's phone tier), so featurize and evaluate treat every kind alike."""
 
     utt_id: str  # Kaldi style: lower-case "<speaker>_<utterance>", e.g. "fcjf0_si1027"
     speaker: str  # lower case, e.g. "fcjf0"
@@ -52,6 +54,11 @@ class Utterance:
     alignment: Path | None  # phone segments: TIMIT .PHN (or a TextGrid)
     words: Path | None = None  # word segments: TIMIT .WRD
     transcript: Path | None = None  # the words said: TIMIT .TXT
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """The files it is read from (the featurize fingerprint hashes them)."""
+        return (self.audio,) if self.alignment is None else (self.audio, self.alignment)
 
     @property
     def is_sa(self) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,10 @@ import numpy as np
 
 from phonelabel import __version__
 from phonelabel.core import Reference
-from phonelabel.corpus.timit import SPLITS, assign_splits, find_utterances
+from phonelabel.corpus.source import CorpusOptions, open_corpus
 from phonelabel.decode import decode_frames
 from phonelabel.errors import PhonelabelError
-from phonelabel.features import FeatureConfig, normalize_speaker
+from phonelabel.features import FeatureConfig, config_differences, normalize_speaker
 from phonelabel.metrics import (
     SCORING_CONVENTION,
     BoundaryCounts,
@@ -158,15 +158,16 @@ def evaluate(
     batch_utterances: int = 64,
     smooth: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    options: CorpusOptions | None = None,
 ) -> EvaluationResult:
     """Score the model in ``model_dir`` on ``split`` of ``source`` (a feature store or a
-    TIMIT-layout corpus directory). ``on_progress(done, total)`` after each batch."""
+    corpus directory, read by ``options``). ``on_progress(done, total)`` after each batch."""
     if batch_utterances < 1:
         raise PhonelabelError(f"batch size must be at least 1, got {batch_utterances}")
     started = time.perf_counter()
     torch_device = resolve_device(device)
     trained = load_model(model_dir, torch_device)
-    data = load_input(Path(source), split, trained.feature, trained.stats)
+    data = load_input(Path(source), split, trained.feature, trained.stats, options)
     params = trained.decoder_params
     tolerance = round(BOUNDARY_TOLERANCE * trained.feature.sample_rate / trained.feature.hop_length)
 
@@ -211,27 +212,23 @@ def evaluate(
 
 
 def load_input(
-    source: Path, split: str, feature: FeatureConfig, stats: dict[str, Any]
+    source: Path,
+    split: str,
+    feature: FeatureConfig,
+    stats: dict[str, Any],
+    options: CorpusOptions | None = None,
 ) -> EvaluationInput:
-    """A split of a feature store (``store.json`` inside) or of a TIMIT-layout corpus."""
+    """A split of a feature store (``store.json`` inside) or of a corpus directory (TIMIT
+    layout, or audio + TextGrids read by ``options``). Split ``all``: every utterance."""
     if not source.exists():
         raise PhonelabelError(f"{source}: no such feature store or corpus directory")
     if (source / "store.json").is_file():
         data = _store_input(source, split, feature, stats)
     else:
-        data = _corpus_input(source, split, feature, stats)
+        data = _corpus_input(source, split, feature, stats, options)
     if not data.utt_ids:
         raise PhonelabelError(f"{source}: split {split!r} is empty (no utterances to score)")
     return data
-
-
-def config_differences(model: FeatureConfig, store: FeatureConfig) -> list[str]:
-    """'name: <model value> (model) vs <store value> (store)' for every differing field."""
-    return [
-        f"{f.name}: {getattr(model, f.name)!r} (model) vs {getattr(store, f.name)!r} (store)"
-        for f in fields(FeatureConfig)
-        if getattr(model, f.name) != getattr(store, f.name)
-    ]
 
 
 def _store_input(
@@ -240,17 +237,20 @@ def _store_input(
     """A store split, normalised by the model's own rule and statistics (the store keeps raw
     features and per-speaker moments), so store and corpus scores agree exactly."""
     store = open_store(path)
-    differences = config_differences(feature, store.config)
+    differences = config_differences(feature, store.config, "store")
     if differences:
         raise PhonelabelError(
             f"{path}: the store's feature config differs from the model's: "
             + "; ".join(differences)
         )
-    if split not in store.split_names:
+    if split == "all" and "all" not in store.split_names:
+        data = _all_splits(store, stats)
+    elif split not in store.split_names:
         raise PhonelabelError(
-            f"{path}: no split {split!r} (the store has: {', '.join(store.split_names)})"
+            f"{path}: no split {split!r} (the store has: {', '.join(store.split_names)}, all)"
         )
-    data = store.split(split, prior=stats)
+    else:
+        data = store.split(split, prior=stats)
     utterances = data.utterances
     return EvaluationInput(
         kind="store",
@@ -262,17 +262,48 @@ def _store_input(
     )
 
 
+class _JoinedSplits:
+    """Several splits of a store read as one (split ``all``), without copying them."""
+
+    def __init__(self, parts: list[Any]):
+        self.parts = parts
+        self.index = [(p, i) for p in parts for i in range(len(p.utterances))]
+        self.utterances = [u for p in parts for u in p.utterances]
+
+    def utterance_features(self, i: int) -> np.ndarray:
+        part, j = self.index[i]
+        return part.utterance_features(j)
+
+    def reference(self, i: int) -> Reference:
+        part, j = self.index[i]
+        return part.reference(j)
+
+
+def _all_splits(store: Any, prior: dict[str, Any]) -> _JoinedSplits:
+    """Every utterance of the store once: train, dev and test (full_test repeats dev+test)."""
+    names = [n for n in ("train", "dev", "test") if n in store.split_names]
+    return _JoinedSplits([store.split(name, prior=prior) for name in names])
+
+
 def _corpus_input(
-    root: Path, split: str, feature: FeatureConfig, stats: dict[str, Any]
+    root: Path,
+    split: str,
+    feature: FeatureConfig,
+    stats: dict[str, Any],
+    options: CorpusOptions | None = None,
 ) -> EvaluationInput:
     """Featurise a corpus split exactly as ``featurize`` stores it (same per-utterance
     function, same per-speaker normalisation over the speaker's utterances in the split),
     with the model's statistics as the global prior, so store and corpus scores agree."""
-    if split not in SPLITS:
-        raise PhonelabelError(f"{root}: no split {split!r} (a corpus has: {', '.join(SPLITS)})")
-    kept, features, references, skipped = [], [], [], []
-    for utterance in assign_splits(find_utterances(root))[split]:
-        result = featurize_utterance(utterance.audio, utterance.alignment, feature)
+    corpus = open_corpus(root, options or CorpusOptions())
+    if split not in corpus.splits:
+        raise PhonelabelError(
+            f"{root}: no split {split!r} (a corpus has: {', '.join(corpus.splits)})"
+        )
+    kept, features, references = [], [], []
+    skipped = [[file, reason] for file, reason in corpus.problems]
+    for utterance in corpus.splits[split]:
+        result = featurize_utterance(utterance, feature)
         if result.reason is not None:  # featurize skips these too, and says so
             skipped.append([utterance.utt_id, result.reason])
             continue

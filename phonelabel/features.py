@@ -19,7 +19,7 @@ long recordings in blocks of frames (bounded memory).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from math import factorial
 from typing import Any
@@ -77,6 +77,15 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "feature config") -> FeatureConfig:
         return dataclass_from_dict(cls, data, where)
+
+
+def config_differences(model: FeatureConfig, other: FeatureConfig, what: str) -> list[str]:
+    """'name: <model value> (model) vs <other value> (<what>)' for every differing field."""
+    return [
+        f"{f.name}: {getattr(model, f.name)!r} (model) vs {getattr(other, f.name)!r} ({what})"
+        for f in fields(FeatureConfig)
+        if getattr(model, f.name) != getattr(other, f.name)
+    ]
 
 
 def frame_count(num_samples: int, config: FeatureConfig = FeatureConfig()) -> int:

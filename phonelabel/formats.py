@@ -18,10 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from praatio.utilities import errors, textgrid_io
 
 from phonelabel.core import SAMPLE_RATE, Segment
 from phonelabel.corpus.timit import read_wrd
@@ -153,53 +154,24 @@ def write_segments(
         path_or_stream.flush()
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
-
-
 def _textgrid(segments: Sequence[Segment], duration: float) -> str:
-    """Praat long text format; intervals tile [0, duration], gaps get empty text."""
+    """Praat long text format, written by praatio: one interval tier whose intervals tile
+    [0, duration]; gaps get empty text."""
     end = max([duration] + [s.end for s in segments])
-    intervals: list[tuple[float, float, str]] = []
-    position = 0.0
-    for segment in segments:
-        if segment.start > position:
-            intervals.append((position, segment.start, ""))
-        intervals.append((segment.start, segment.end, segment.phone))
-        position = segment.end
-    if position < end or not intervals:
-        intervals.append((position, end, ""))
-    lines = [
-        'File type = "ooTextFile"',
-        'Object class = "TextGrid"',
-        "",
-        "xmin = 0",
-        f"xmax = {_seconds(end)}",
-        "tiers? <exists>",
-        "size = 1",
-        "item []:",
-        "    item [1]:",
-        '        class = "IntervalTier"',
-        f"        name = {_quote(TIER)}",
-        "        xmin = 0",
-        f"        xmax = {_seconds(end)}",
-        f"        intervals: size = {len(intervals)}",
-    ]
-    for number, (start, stop, text) in enumerate(intervals, 1):
-        lines += [
-            f"        intervals [{number}]:",
-            f"            xmin = {_seconds(start)}",
-            f"            xmax = {_seconds(stop)}",
-            f"            text = {_quote(text)}",
-        ]
-    return "\n".join(lines) + "\n"
+    tier = {
+        "class": "IntervalTier",
+        "name": TIER,
+        "xmin": 0.0,
+        "xmax": end,
+        "entries": [(s.start, s.end, s.phone) for s in segments],
+    }
+    grid = {"xmin": 0.0, "xmax": end, "tiers": [tier]}
+    return textgrid_io.getTextgridAsStr(
+        grid, "long_textgrid", includeBlankSpaces=True, minTimestamp=0.0, maxTimestamp=end
+    )
 
 
 # --- readers -------------------------------------------------------------------------------
-
-_INTERVAL = re.compile(
-    r'xmin\s*=\s*(?P<xmin>[-0-9.eE+]+)\s*xmax\s*=\s*(?P<xmax>[-0-9.eE+]+)\s*text\s*=\s*"(?P<text>(?:[^"]|"")*)"'
-)
 
 
 def read_segments(
@@ -220,12 +192,7 @@ def read_segments(
         if fmt == "phn":
             return read_wrd(path, rate=rate)  # the generic "start end label" reader
         if fmt == "textgrid":
-            body = text.split("intervals:", 1)[1]
-            return [
-                Segment(float(m["xmin"]), float(m["xmax"]), m["text"].replace('""', '"'))
-                for m in _INTERVAL.finditer(body)
-                if m["text"]
-            ]
+            return _read_textgrid(text)
         if fmt == "json":
             document = json.loads(text)
             rows = document["segments"] if isinstance(document, dict) else document
@@ -234,6 +201,14 @@ def read_segments(
         return [_from_row(row) for row in rows]
     except (KeyError, IndexError, ValueError, TypeError) as error:
         raise PhonelabelError(f"{path}: not a {fmt} segment file ({error})") from None
+
+
+def _read_textgrid(text: str) -> list[Segment]:
+    try:
+        tier = textgrid_io.parseTextgridStr(text, includeEmptyIntervals=False)["tiers"][0]
+    except errors.PraatioException as error:
+        raise ValueError(str(error)) from None
+    return [Segment(float(e[0]), float(e[1]), str(e[2])) for e in tier["entries"]]
 
 
 def _from_row(row: dict[str, Any]) -> Segment:

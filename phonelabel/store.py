@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ import numpy as np
 
 from phonelabel import __version__
 from phonelabel.audio import read_audio
-from phonelabel.core import Reference, Utterance
-from phonelabel.corpus.timit import SPLITS, assign_splits, find_utterances, read_phn
+from phonelabel.core import Reference
+from phonelabel.corpus import textgrid, timit
+from phonelabel.corpus.source import CorpusOptions, open_corpus
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import (
     NO_LABEL,
@@ -222,6 +223,8 @@ class FeaturizeReport:
     downmixed: int = 0  # utterances whose audio had more than one channel
     excluded: int = 0  # found in the corpus but in no split (SA sentences, off-list speakers)
     noop: bool = False  # the store was already up to date
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read
+    summary: str = ""  # the corpus kind, label set and split rule, in words
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -242,13 +245,16 @@ class _Result:
     downmixed: bool = False
 
 
-def featurize_utterance(audio_path: Path, phn_path: Path | None, config: FeatureConfig) -> _Result:
-    """Raw features and frame labels of one utterance, or the reason it cannot be used."""
+def featurize_utterance(utterance: Any, config: FeatureConfig) -> _Result:
+    """Raw features and frame labels of one utterance record (``corpus.source``: it has
+    ``audio`` and ``segments(audio)``), or the reason it cannot be used."""
+    audio_path = utterance.audio
     try:
         audio = read_audio(audio_path, config.sample_rate)
-        resampled = audio.source_rate != config.sample_rate
         result = _Result(
-            seconds=audio.seconds, resampled=resampled, downmixed=audio.source_channels != 1
+            seconds=audio.seconds,
+            resampled=audio.source_rate != config.sample_rate,
+            downmixed=audio.source_channels != 1,
         )
         num_frames = frame_count(len(audio.samples), config)
         if num_frames == 0:
@@ -256,17 +262,7 @@ def featurize_utterance(audio_path: Path, phn_path: Path | None, config: Feature
                 f"{audio_path}: audio shorter than one window"
                 f" ({len(audio.samples)} < {config.win_length} samples)"
             )
-        if phn_path is None:
-            raise PhonelabelError(f"{audio_path}: no .PHN file beside it")
-        # .PHN sample numbers count samples at the file's own rate
-        segments = read_phn(phn_path, num_samples=audio.source_frames, rate=audio.source_rate)
-        if resampled and segments:  # a .PHN counting 16 kHz samples beside 44.1 kHz audio
-            at_16k = segments[-1].end * audio.source_rate / config.sample_rate
-            if abs(at_16k - audio.seconds) < 0.02 < audio.seconds - segments[-1].end:
-                raise PhonelabelError(
-                    f"{phn_path}: its sample numbers look like {config.sample_rate} Hz ones, but "
-                    f"the audio is {audio.source_rate} Hz (a .PHN counts its recording's samples)"
-                )
+        segments = utterance.segments(audio)
         features = compute_features(audio.samples, config)
         if not np.all(np.isfinite(features)):
             raise PhonelabelError(
@@ -280,22 +276,17 @@ def featurize_utterance(audio_path: Path, phn_path: Path | None, config: Feature
     return result
 
 
-def _featurize_chunk(args: tuple[list[tuple[str, str | None]], dict[str, Any]]) -> list[_Result]:
-    """Top-level (picklable) worker entry: a chunk of (audio, phn) paths."""
+def _featurize_chunk(args: tuple[list[Any], dict[str, Any]]) -> list[_Result]:
+    """Top-level (picklable) worker entry: a chunk of utterance records."""
     items, config_dict = args
     config = FeatureConfig.from_dict(config_dict)
-    return [
-        featurize_utterance(Path(audio), Path(phn) if phn else None, config) for audio, phn in items
-    ]
+    return [featurize_utterance(utterance, config) for utterance in items]
 
 
-def _results(
-    utterances: list[Utterance], config: FeatureConfig, jobs: int
-) -> Iterator[list[_Result]]:
+def _results(utterances: list[Any], config: FeatureConfig, jobs: int) -> Iterator[list[_Result]]:
     """Results chunk by chunk, in utterance order; spawn-safe worker pool when jobs > 1."""
-    items = [(str(u.audio), str(u.alignment) if u.alignment else None) for u in utterances]
-    size = max(1, min(32, len(items) // (4 * jobs)))
-    chunks = [(items[i : i + size], config.to_dict()) for i in range(0, len(items), size)]
+    size = max(1, min(32, len(utterances) // (4 * jobs)))
+    chunks = [(utterances[i : i + size], config.to_dict()) for i in range(0, len(utterances), size)]
     if jobs == 1 or len(chunks) <= 1:
         yield from map(_featurize_chunk, chunks)
         return
@@ -326,7 +317,7 @@ class _SplitWriter:
         self.rows: list[StoredUtterance] = []
         self.frames = 0
 
-    def add(self, utt: Utterance, result: _Result) -> None:
+    def add(self, utt: Any, result: _Result) -> None:
         assert result.features is not None and result.labels is not None
         result.features.astype(np.float32, copy=False).tofile(self.raw)
         self.labels.append(result.labels)
@@ -378,7 +369,7 @@ class _SplitWriter:
 
 def _is_leftover(name: str) -> bool:
     """Temp files/dirs of an interrupted featurize (fileio's ``.<name>.*.tmp``, ``.<name>.old``)."""
-    targets = (*SPLITS, STORE_FILE)
+    targets = (*timit.SPLITS, *textgrid.FOLDER_SPLITS, STORE_FILE)
     return any(name.startswith(f".{t}.") and name.endswith((".tmp", ".old")) for t in targets)
 
 
@@ -401,21 +392,21 @@ def _check_out(out: Path) -> dict[str, Any] | None:
 
 
 def _fingerprint(
-    corpus: Path, utterances: list[Utterance], config: FeatureConfig, include_sa: bool
+    corpus: Path, utterances: list[Any], config: FeatureConfig, rules: dict[str, Any]
 ) -> str:
-    """Hash of every input file's path, size and mtime, plus the config: equal = no-op."""
+    """Hash of every input file's path, size and mtime, the config and the corpus's rules
+    (splits, labels): equal = no-op."""
     files = []
     for u in utterances:
-        for path in (u.audio, u.alignment):
-            if path is not None:
-                stat = path.stat()
-                files.append([str(path.relative_to(corpus)), stat.st_size, stat.st_mtime_ns])
+        for path in u.inputs:
+            stat = path.stat()
+            files.append([str(path), stat.st_size, stat.st_mtime_ns])
     blob = json.dumps(
         {
             "version": STORE_VERSION,
             "corpus": str(corpus),
             "config": config.to_dict(),
-            "include_sa": include_sa,
+            "rules": rules,
             "files": files,
         },
         sort_keys=True,
@@ -435,6 +426,8 @@ def _noop_report(
         downmixed=info.get("downmixed", 0),
         excluded=info.get("excluded", 0),
         noop=True,
+        problems=[tuple(p) for p in info.get("problems", [])],
+        summary=info.get("summary", ""),
     )
 
 
@@ -447,24 +440,32 @@ def featurize(
     strict: bool = False,
     include_sa: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    options: CorpusOptions | None = None,
 ) -> FeaturizeReport:
-    """Featurize a TIMIT-layout corpus into a feature store at ``out`` (DESIGN.md §3b).
+    """Featurize a corpus (TIMIT layout, or audio + TextGrids: ``options``) into a feature
+    store at ``out`` (DESIGN.md §3b).
 
-    A bad utterance (unreadable/short audio, missing or bad .PHN, non-finite features) is
-    skipped and reported with its reason; ``strict`` makes the first one fatal. A re-run on
-    an unchanged corpus with the same config returns at once (``noop``) unless ``force``.
+    A bad utterance (unreadable/short audio, missing or bad alignment, non-finite features)
+    is skipped and reported with its reason; ``strict`` makes the first one fatal. A re-run
+    on an unchanged corpus with the same config returns at once (``noop``) unless ``force``.
     """
     if jobs is not None and jobs < 1:
         raise PhonelabelError(f"jobs {jobs}: must be at least 1")
     corpus, out = Path(corpus).resolve(), Path(out)
     previous = _check_out(out)
-    found = find_utterances(corpus)
-    splits = assign_splits(found, include_sa=include_sa)
-    work = [(name, u) for name in SPLITS for u in splits[name]]
+    options = options or CorpusOptions()
+    include_sa = include_sa or options.include_sa
+    options = replace(options, include_sa=include_sa)
+    found = open_corpus(corpus, options)
+    if strict and found.problems:
+        raise PhonelabelError(f"{found.problems[0][0]}: {found.problems[0][1]}")
+    names = found.store_splits
+    work = [(name, u) for name in names for u in found.splits[name]]
     # full_test shares its utterances with dev and test: featurize each utterance once.
     utterances = list({u.utt_id: u for _, u in work}.values())
-    in_full_test = {u.utt_id for u in splits["full_test"]}
-    fingerprint = _fingerprint(corpus, utterances, config, include_sa)
+    in_full_test = {u.utt_id for u in found.splits.get("full_test", [])}
+    rules = {**found.info, "include_sa": include_sa}
+    fingerprint = _fingerprint(corpus, utterances, config, rules)
     if (
         not force
         and previous is not None
@@ -477,11 +478,19 @@ def featurize(
         raise PhonelabelError(f"{corpus}: no utterance falls in any split (train/dev/test)")
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
 
-    report = FeaturizeReport(corpus, out, config, {}, excluded=len(found) - len(utterances))
+    report = FeaturizeReport(
+        corpus,
+        out,
+        config,
+        {},
+        excluded=found.excluded,
+        problems=found.problems,
+        summary=found.summary,
+    )
     with ExitStack() as stack:
         writers = {
             name: _SplitWriter(name, stack.enter_context(atomic_dir(out / name)), config.dim)
-            for name in SPLITS
+            for name in names
         }
         for writer in writers.values():
             stack.callback(writer.raw.close)
@@ -523,6 +532,7 @@ def featurize(
             "state": "writing",
             "corpus": str(corpus),
             "include_sa": include_sa,
+            **found.info,
             "fingerprint": fingerprint,
             "feature": config.to_dict(),
             "dim": config.dim,
@@ -534,6 +544,8 @@ def featurize(
             "resampled": report.resampled,
             "downmixed": report.downmixed,
             "excluded": report.excluded,
+            "problems": report.problems,
+            "summary": report.summary,
         }
         # mark the store as being rewritten while the split dirs are renamed into place
         write_json(out / STORE_FILE, info)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from phonelabel.config import TrainConfig
 from phonelabel.decode import phone_error_rate, tune_decoder
 from phonelabel.errors import PhonelabelError
-from phonelabel.features import NO_LABEL
+from phonelabel.features import NO_LABEL, FeatureConfig, config_differences
 from phonelabel.fileio import output_directory, write_text
 from phonelabel.metrics import confusion_61, fold_confusion
 from phonelabel.model import (
@@ -43,6 +43,8 @@ from phonelabel.model import (
 )
 from phonelabel.modeldir import (
     TrainedModel,
+    default_model_dir,
+    load_model,
     load_state_dict,
     save_model,
     save_state_dict,
@@ -480,6 +482,27 @@ def run_epoch(
             last_checkpoint = time.perf_counter()
 
 
+def _initial_model(init: str, model_config: ModelConfig, feature: FeatureConfig) -> TrainedModel:
+    """The trained model ``init`` names (a model dir, or "default": the shipped one), refused
+    when its feature config or size differs from this run's (its phones are TIMIT-61:
+    ``read_config`` refuses any other set)."""
+    directory = default_model_dir() if init == "default" else Path(init)
+    start = load_model(directory, "cpu")
+    differences = config_differences(start.feature, feature, "this run's features")
+    have = start.model.config
+    for name in ("input_dim", "hidden", "layers", "num_classes", "delay"):
+        if getattr(have, name) != getattr(model_config, name):
+            differences.append(
+                f"{name}: {getattr(have, name)!r} (model) vs {getattr(model_config, name)!r} (this run)"
+            )
+    if differences:
+        raise PhonelabelError(
+            f"{directory}: cannot start from this model, it differs from the run: "
+            + "; ".join(differences)
+        )
+    return start
+
+
 def train(
     features: str | Path,
     out: str | Path,
@@ -521,11 +544,6 @@ def train(
     if dev_split is not None and not dev_split.utterances:
         dev_split = None
     _check_labels(np.asarray(train_split.labels), f"{features}/train/labels.npy")
-    _prepare_out(out, resume)  # after every check, so a refused run leaves no directory
-    if config.precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-
-    torch.manual_seed(config.seed)
     model_config = ModelConfig(
         input_dim=store.config.dim,
         hidden=config.hidden,
@@ -533,7 +551,15 @@ def train(
         dropout=config.dropout,
         delay=config.delay,
     )
+    start = _initial_model(config.init, model_config, store.config) if config.init else None
+    _prepare_out(out, resume)  # after every check, so a refused run leaves no directory
+    if config.precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(config.seed)
     model = PhoneLSTM(model_config).to(device)
+    if start is not None and checkpoint is None:
+        model.load_state_dict(start.model.state_dict())
     optimizer = make_optimizer(model, config)
     run = RunState(lr=config.learning_rate)
     stream_state = None
@@ -551,7 +577,11 @@ def train(
         feature=store.config,
         stats=store.stats,
         training=asdict(config),
-        run={"features": str(Path(features).resolve()), "device_used": str(device)},
+        run={
+            "features": str(Path(features).resolve()),
+            "device_used": str(device),
+            **({"init_model": str(start.directory.resolve())} if start is not None else {}),
+        },
         directory=out,
     )
     data = SplitTensors.from_arrays(train_split.normalized_features(), train_split.labels, device)

@@ -12,18 +12,16 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile
 
+from phonelabel.corpus.phonemap import arpabet_table, map_segments
 from phonelabel.errors import PhonelabelError
-from phonelabel.phones import PHONE_INDEX, data_path
 
 ENGINES = ("festival", "flite")
 SILENCES = ("pau", "h#", "brth")
-ENERGY_FLOOR_DB = -70.0  # per-sample energy below this (the dither level) is no rise
 INSTALL = "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite"
 
 
@@ -308,18 +306,9 @@ def align_words(spoken: list[str], prons: list[list[str]]) -> list[int]:
 # --- phones ------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
 def phone_table() -> dict[str, tuple[str, ...]]:
     """Engine phone -> its TIMIT-61 phone(s), from ``data/synth_phones.tsv``."""
-    table = {}
-    for line in data_path("synth_phones.tsv").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            phone, timit = line.split("\t")
-            table[phone] = tuple(timit.split())
-            for t in table[phone]:
-                if t not in PHONE_INDEX:
-                    raise PhonelabelError(f"synth_phones.tsv: {t!r} is not a TIMIT phone")
-    return table
+    return arpabet_table()
 
 
 def to_timit(
@@ -328,8 +317,9 @@ def to_timit(
     """Engine phone segments (label, start, end sample) -> TIMIT segments tiling the audio.
 
     Silence runs at the ends become h#, inside pau; two-phone entries (b -> bcl b) split at
-    the sharpest energy rise of ``samples`` (N,) inside the segment. Raises ValueError on a
-    phone the table lacks, or when the utterance does not start and end in silence.
+    the sharpest energy rise of ``samples`` (N,) inside the segment (``phonemap``, the rule
+    the TextGrid reader shares). Raises ValueError on a phone the table lacks, or when the
+    utterance does not start and end in silence.
     """
     table = phone_table()
     for label, _, _ in phones:
@@ -340,21 +330,9 @@ def to_timit(
         phones = _merge_er_r(phones)
     if not phones or phones[0][0] not in SILENCES or phones[-1][0] not in SILENCES:
         raise ValueError("engine output does not start and end with silence")
-    first = next(i for i, p in enumerate(phones) if p[0] not in SILENCES)
-    last = max(i for i, p in enumerate(phones) if p[0] not in SILENCES)
-    out = [(0, phones[first][1], "h#")]
-    energy = np.concatenate([[0.0], np.cumsum(samples.astype(np.float64) ** 2)])
-    for label, start, end in phones[first : last + 1]:
-        timit = ("pau",) if label in SILENCES else table[label]
-        if len(timit) == 2 and end - start >= 2:
-            cut = _sharpest_rise(energy, start, end)
-            out += [(start, cut, timit[0]), (cut, end, timit[1])]
-        elif out[-1][2] == timit[-1] == "pau":  # pau brth -> one pau
-            out[-1] = (out[-1][0], end, "pau")
-        else:
-            out.append((start, end, timit[-1]))
-    out.append((phones[last][2], phones[-1][2], "h#"))
-    return out
+    if all(p[0] in SILENCES for p in phones):
+        raise ValueError("engine output holds no speech")
+    return map_segments(phones, table, samples, SILENCES)
 
 
 def _merge_er_r(phones: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
@@ -367,15 +345,3 @@ def _merge_er_r(phones: list[tuple[str, int, int]]) -> list[tuple[str, int, int]
             merged.append(phone)
             took_r = False
     return merged
-
-
-def _sharpest_rise(energy: np.ndarray, start: int, end: int) -> int:
-    """The sample in (start, end) where log energy rises most from the window before it
-    to the window after it (a stop's burst, an affricate's frication onset)."""
-    width = max(1, min(80, (end - start) // 4))  # 5 ms windows, narrower in short segments
-    cuts = np.arange(start + width, end - width + 1)
-    lo, hi = np.maximum(cuts - width, 0), np.minimum(cuts + width, len(energy) - 1)
-    floor = width * 10 ** (ENERGY_FLOOR_DB / 10)  # energies below the dither are not a rise
-    before = energy[cuts] - energy[lo] + floor
-    after = energy[hi] - energy[cuts] + floor
-    return int(cuts[np.argmax(np.log(after) - np.log(before))])

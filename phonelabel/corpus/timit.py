@@ -9,9 +9,11 @@ alternately into dev and test, by speaker, never by utterance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from phonelabel.audio import Audio
 from phonelabel.core import SAMPLE_RATE, Segment, Utterance
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX, data_path
@@ -20,6 +22,29 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".sph")
 # full_test: every TEST-part speaker (TIMIT: 168 speakers, 1,344 utterances without SA), the
 # set Graves & Schmidhuber (2005) and much of the older literature report on.
 SPLITS = ("train", "dev", "test", "full_test")
+
+
+@dataclass(frozen=True)
+class TimitUtterance(Utterance):
+    """An utterance of a TIMIT-layout tree: its alignment is a .PHN file."""
+
+    def segments(self, audio: Audio) -> list[Segment]:
+        """Phone segments of its .PHN over ``audio`` (read from ``self.audio``), checked
+        against the audio's own rate and length; PhonelabelError when missing or bad."""
+        if self.alignment is None:
+            raise PhonelabelError(f"{self.audio}: no .PHN file beside it")
+        # .PHN sample numbers count samples at the file's own rate
+        segments = read_phn(self.alignment, num_samples=audio.source_frames, rate=audio.source_rate)
+        if audio.source_rate != audio.sample_rate and segments:
+            # a .PHN counting 16 kHz samples beside 44.1 kHz audio
+            at_16k = segments[-1].end * audio.source_rate / audio.sample_rate
+            if abs(at_16k - audio.seconds) < 0.02 < audio.seconds - segments[-1].end:
+                raise PhonelabelError(
+                    f"{self.alignment}: its sample numbers look like {audio.sample_rate} Hz "
+                    f"ones, but the audio is {audio.source_rate} Hz (a .PHN counts its "
+                    "recording's samples)"
+                )
+        return segments
 
 
 @lru_cache(maxsize=2)
@@ -41,7 +66,7 @@ def find_utterances(root: str | Path) -> list[Utterance]:
     if not root.is_dir():
         raise PhonelabelError(f"{root}: no such corpus directory")
     parts = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    utterances: list[Utterance] = []
+    utterances: list[TimitUtterance] = []
     for part in ("train", "test"):
         if part not in parts:
             continue
@@ -79,7 +104,7 @@ def _speaker_utterances(speaker_dir: Path, part: str, dialect: str) -> list[Utte
             )
         seen[stem] = files[name]
         found.append(
-            Utterance(
+            TimitUtterance(
                 utt_id=f"{speaker}_{stem}",
                 speaker=speaker,
                 part=part,
