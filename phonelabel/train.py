@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import NO_LABEL
-from phonelabel.fileio import write_text
+from phonelabel.fileio import LOCK_FILE, output_lock, write_text
 from phonelabel.model import ModelConfig, PhoneLSTM, State, resolve_device, utterance_log_posteriors
 from phonelabel.modeldir import (
     TrainedModel,
@@ -415,20 +415,11 @@ def _check_labels(labels: np.ndarray, where: str) -> None:
 
 
 def _prepare_out(out: Path, resume: bool) -> None:
-    if resume:
-        return
-    if out.exists() and not out.is_dir():
-        raise PhonelabelError(f"{out}: is a file, not a model directory")
-    if out.exists() and any(out.iterdir()):
+    """Refuse to start a fresh run in a model directory that holds anything (output_lock made it)."""
+    if not resume and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise PhonelabelError(
             f"{out}: already exists and is not empty; use --resume to continue it or another --out"
         )
-    try:  # now, not after the first epoch
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PhonelabelError(
-            f"{out}: cannot create the model directory ({error.strerror})"
-        ) from None
 
 
 class EpochMeter:
@@ -539,9 +530,19 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> TrainedModel:
     """Train on a feature store's train split, select on dev; returns the best model."""
+    with output_lock(out, "a model"):
+        return _train(features, Path(out), config, resume, on_progress)
+
+
+def _train(
+    features: str | Path,
+    out: Path,
+    config: TrainConfig,
+    resume: bool,
+    on_progress: Callable[[Progress], None] | None,
+) -> TrainedModel:
     from phonelabel.store import open_store  # deferred: store imports librosa
 
-    out = Path(out)
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
@@ -570,7 +571,7 @@ def train(
     if dev_split is not None and not dev_split.utterances:
         dev_split = None
     _check_labels(np.asarray(train_split.labels), f"{features}/train/labels.npy")
-    _prepare_out(out, resume)  # after every check, so a refused run leaves no directory
+    _prepare_out(out, resume)  # after every check (output_lock removes the dir it made)
     if config.precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 

@@ -158,9 +158,9 @@ def test_bad_options_are_one_line_errors(tone_store, tmp_path, extra, message):
 def test_an_out_that_cannot_be_made_is_refused_before_training(tone_store, tmp_path):
     (tmp_path / "file").write_text("not a directory")
     result = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "file")])
-    assert result.exit_code == 2 and "is a file, not a model directory" in result.output
+    assert result.exit_code == 2 and "exists and is not a directory" in result.output
     result = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "file" / "m")])
-    assert result.exit_code == 2 and "cannot create the model directory" in result.output
+    assert result.exit_code == 2 and "cannot create the directory" in result.output
     assert "Traceback" not in result.output and "epoch" not in result.output
 
 
