@@ -170,21 +170,14 @@ def synth(
 
     from phonelabel.corpus.synth import synthesize
 
-    done = 0
     kept = _on_interrupt(
         lambda: (
-            f"kept the {done} utterances finished in {out_dir};"
+            f"kept every utterance finished in {out_dir} (each whole);"
             " run the same command again to finish"
         )
     )
     with kept, _count_progress() as progress:
         task = progress.add_task("synthesising", total=None)
-
-        def on_progress(count: int, total: int) -> None:
-            nonlocal done
-            done = count
-            progress.update(task, completed=count, total=total)
-
         report = synthesize(
             out_dir,
             speakers=speakers,
@@ -194,7 +187,7 @@ def synth(
             engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
             noise_snr=_pair(noise_snr, "--noise-snr"),
             speed_perturb=speed_perturb,
-            on_progress=on_progress,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     table = Table(title=f"synthetic corpus {report.out}")
     for column in ("split", "speakers", "utterances", "minutes", "voices"):
@@ -416,7 +409,7 @@ def train(
                 f"kept {out} as of its last checkpoint (each epoch's end, and every"
                 " --checkpoint-seconds); run the same command with --resume to continue"
             )
-        return "no checkpoint written yet; run the same command again"
+        return f"nothing kept in {out} (no checkpoint yet); run the same command again"
 
     with _on_interrupt(kept), bar:
         trained = training.train(features, out, config, resume=resume, on_progress=on_progress)

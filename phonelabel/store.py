@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from phonelabel.features import (
 )
 from phonelabel.fileio import LOCK_FILE, atomic_dir, output_lock, write_json, write_text
 from phonelabel.phones import PHONES_61
-from phonelabel.workers import worker_pool
+from phonelabel.workers import stoppable, worker_pool
 
 STORE_FILE = "store.json"
 FORMAT = "phonelabel-feature-store"
@@ -275,7 +276,7 @@ def _results(
     # start quickly. ProcessPoolExecutor, unlike Pool, fails (BrokenProcessPool) if a
     # worker dies; worker_pool kills them at once when this generator is closed early.
     with worker_pool(min(jobs, len(chunks))) as pool:
-        yield from pool.map(_featurize_chunk, chunks)
+        yield from pool.map(partial(stoppable, _featurize_chunk), chunks)
 
 
 # --- writing ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from phonelabel.corpus.timit import assign_splits, find_utterances
 from phonelabel.errors import PhonelabelError
 from phonelabel.fileio import LOCK_FILE, atomic_path, output_lock, write_json
 from phonelabel.phones import PHONE_INDEX, data_path
-from phonelabel.workers import worker_pool
+from phonelabel.workers import stoppable, worker_pool
 
 RATE = 16000
 # Voice split (DESIGN.md §7): each engine holds out one human voice for TEST. TRAIN keeps
@@ -460,7 +460,7 @@ def _run_all(tasks: list[_Task], jobs: int):
         yield from map(_run_task, tasks)
         return
     with worker_pool(jobs) as pool:  # workers (and their engines) die with this process
-        futures = [pool.submit(_run_task, task) for task in tasks]
+        futures = [pool.submit(stoppable, _run_task, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
 
