@@ -286,3 +286,47 @@ def test_a_second_training_into_a_model_directory_in_use_is_refused(tone_store, 
     assert not (model / LOCK_FILE).exists()
     history = model / "metrics.jsonl"  # written only by the first run, if it got that far
     assert not history.exists() or history.read_text().startswith('{"epoch": 1,')
+
+
+# --- label --out and synth take the same lock -----------------------------------------------
+
+
+@pytest.fixture
+def held_output(tmp_path):
+    """``tmp_path/out``, locked by another (real) process for the duration of the test."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom phonelabel.fileio import output_lock\n"
+            "with output_lock(sys.argv[1], 'x'):\n print('locked', flush=True); time.sleep(120)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline() == "locked\n"
+    yield out
+    holder.kill()
+    holder.wait()
+
+
+def test_label_into_an_output_another_run_is_writing_is_refused(
+    tone_model, tone_corpus, held_output
+):
+    wav = next(tone_corpus.rglob("*.WAV"))
+    result = CliRunner().invoke(
+        app, ["label", str(wav), "--model", str(tone_model), "--out", str(held_output)]
+    )
+    assert result.exit_code == 2
+    assert f"{held_output}: another phonelabel run is writing labels there" in result.output
+    assert [p.name for p in held_output.iterdir()] == [LOCK_FILE]  # nothing written
+
+
+def test_synth_into_a_corpus_another_run_is_writing_is_refused(held_output):
+    from phonelabel.corpus.synth import synthesize
+
+    with pytest.raises(PhonelabelError, match="another phonelabel run is writing a corpus"):
+        synthesize(held_output, speakers=4, utterances_per_speaker=1)
+    assert [p.name for p in held_output.iterdir()] == [LOCK_FILE]
