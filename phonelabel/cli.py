@@ -14,8 +14,10 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path  # noqa: F401  (used by the commands below)
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -74,8 +76,33 @@ USER_PATH_ERRORS = (
 )
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM (see main); ``kept`` says what the run leaves and how to go on."""
+
+    def __init__(self, signum: int = signal.SIGINT, kept: str | None = None):
+        super().__init__(signum)
+        self.signum, self.kept = signum, kept
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    # a second signal while the first one unwinds: stop now (workers die with us)
+    signal.signal(signal.SIGINT, lambda number, _: os._exit(128 + number))
+    signal.signal(signal.SIGTERM, lambda number, _: os._exit(128 + number))
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _on_interrupt(kept: Callable[[], str]) -> Iterator[None]:
+    """Name what an interrupted command keeps, for the one line the wrapper prints."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        raise Interrupted(getattr(stop, "signum", signal.SIGINT), kept()) from None
+
+
 def command(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Register a command; a PhonelabelError in it becomes one red line and exit code 2."""
+    """Register a command; a PhonelabelError in it becomes one red line and exit code 2,
+    an interrupt one line saying what was kept and exit code 128 + the signal number."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -83,6 +110,10 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
             return function(*args, **kwargs)
         except PhonelabelError as error:
             fail(str(error))
+        except KeyboardInterrupt as stop:  # every file is written whole or not at all
+            kept = getattr(stop, "kept", None) or "no output half-written"
+            console.print(f"[yellow]interrupted:[/yellow] {kept}", highlight=False, soft_wrap=True)
+            raise typer.Exit(128 + getattr(stop, "signum", signal.SIGINT)) from None
         except BrokenPipeError:  # `phonelabel label x.wav | head`: the reader has all it wants
             try:  # no "Exception ignored" when Python flushes stdout at exit
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -148,7 +179,13 @@ def synth(
 
     from phonelabel.corpus.synth import synthesize
 
-    with _count_progress() as progress:
+    kept = _on_interrupt(
+        lambda: (
+            f"kept every utterance finished in {out_dir} (each whole);"
+            " run the same command again to finish"
+        )
+    )
+    with kept, _count_progress() as progress:
         task = progress.add_task("synthesising", total=None)
         report = synthesize(
             out_dir,
@@ -263,7 +300,13 @@ def featurize(
     from phonelabel.store import featurize as featurize_corpus
 
     config = FeatureConfig(kind=kind, normalization=normalization)
-    with _count_progress() as progress:
+    kept = _on_interrupt(
+        lambda: (
+            f"{out_dir} left as it was (a store is written whole or not at all);"
+            " run the same command again"
+        )
+    )
+    with kept, _count_progress() as progress:
         task = progress.add_task("featurizing", total=None)
         report = featurize_corpus(
             corpus,
@@ -451,7 +494,15 @@ def train(
                 f"lr {r['lr']:.2g}{mark}"
             )
 
-    with bar:
+    def kept() -> str:
+        if (out / training.CHECKPOINT).is_file():
+            return (
+                f"kept {out} as of its last checkpoint (each epoch's end, and every"
+                " --checkpoint-seconds); run the same command with --resume to continue"
+            )
+        return f"nothing kept in {out} (no checkpoint yet); run the same command again"
+
+    with _on_interrupt(kept), bar:
         try:
             trained = training.train(
                 features, out, resume=resume, on_progress=on_progress, changes=given
@@ -718,8 +769,15 @@ def label(
 
         return advance
 
-    failed = 0
-    with progress:
+    failed, written = 0, 0
+    kept = _on_interrupt(
+        lambda: (
+            f"kept {written} whole outputs in {out_dir}; run the same command again"
+            if out_dir is not None
+            else "no output half-written"
+        )
+    )
+    with kept, progress:
         for result in labelling.label_files(
             audio, labeller, fmt, out_dir, fold39, plot, on_progress=on_progress
         ):
@@ -727,6 +785,7 @@ def label(
                 failed += 1
                 print_error(result.error)
             elif result.output is not None:
+                written += 1
                 console.print(
                     f"{result.output}: {len(result.segments)} segments, {result.duration:.2f} s",
                     highlight=False,
@@ -844,7 +903,9 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM (`kill`) stops a run as cleanly as Ctrl-C."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     app()
 
 

@@ -1,7 +1,9 @@
-"""Atomic file writes: a temp file beside the target, then rename (nothing half-written)."""
+"""Atomic file writes: a temp file beside the target, then rename (nothing half-written);
+and the lock that keeps a second run from writing the same output at once."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from phonelabel.errors import PhonelabelError
+
+LOCK_FILE = ".phonelabel.lock"  # inside an output while a run writes it; not part of the output
 
 
 def _umask() -> int:
@@ -113,3 +117,48 @@ def _check_writable(path: Path, folder: Path) -> None:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise PhonelabelError(f"{path}: cannot write there ({folder} is not a writable directory)")
+
+
+@contextmanager
+def output_lock(directory: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on the output ``directory`` (made if missing) while writing it.
+
+    A second phonelabel run that asks for the same output is refused at once with a
+    PhonelabelError naming it. The lock is flock(2)'s, held by an open file: the kernel
+    drops it when the holder exits, even by SIGKILL, so a killed run never blocks the next
+    one (its lock file is simply reused). The lock file is removed on release, and the
+    directories made here are removed again if left empty (a refused run leaves none).
+    """
+    directory = Path(directory)
+    made = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
+    output_directory(directory)
+    path = directory / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
+        except OSError as error:
+            raise PhonelabelError(f"{directory}: cannot write there ({error.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PhonelabelError(
+                f"{directory}: another phonelabel run is writing {what} there;"
+                " wait for it to end or choose another output"
+            ) from None
+        try:  # the run before us may have removed the file between our open and our lock
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield directory
+    finally:
+        path.unlink(missing_ok=True)  # still locked: a run that opened it now retries
+        os.close(fd)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the output (or something else) is in it
+                break

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,7 +39,7 @@ from phonelabel.features import (
     normalization_stats,
     normalize,
 )
-from phonelabel.fileio import output_directory
+from phonelabel.fileio import output_lock
 from phonelabel.formats import EXTENSIONS, check_format, fold_segments, write_segments
 from phonelabel.model import PosteriorStream, resolve_device
 from phonelabel.modeldir import TrainedModel, default_model_dir, load_model
@@ -259,40 +260,42 @@ def label_files(
     """
     check_format(fmt)
     paths = [str(p) for p in paths]
-    directory = output_directory(out) if out is not None else None
-    names = output_names(paths, fmt)
-    if directory is not None and len(set(names)) < len(names):
-        twice = sorted({str(n) for n in names if names.count(n) > 1})
-        raise PhonelabelError(f"{directory}: several inputs would write {', '.join(twice)}")
-    if directory is not None:
+    directory = Path(out) if out is not None else None
+    lock = output_lock(directory, "labels") if directory is not None else nullcontext()
+    with lock:  # a second run writing the same --out is refused, not interleaved
+        names = output_names(paths, fmt)
+        if directory is not None and len(set(names)) < len(names):
+            twice = sorted({str(n) for n in names if names.count(n) > 1})
+            raise PhonelabelError(f"{directory}: several inputs would write {', '.join(twice)}")
+        if directory is not None:
+            for path, name in zip(paths, names, strict=True):
+                target = directory / name
+                if target.exists() and target.resolve().parent == Path(path).resolve().parent:
+                    raise PhonelabelError(
+                        f"{target}: exists beside its recording (a reference alignment?); "
+                        "give another --out"
+                    )
         for path, name in zip(paths, names, strict=True):
-            target = directory / name
-            if target.exists() and target.resolve().parent == Path(path).resolve().parent:
-                raise PhonelabelError(
-                    f"{target}: exists beside its recording (a reference alignment?); "
-                    "give another --out"
+            try:
+                result = label_file(path, labeller, on_progress(path) if on_progress else None)
+                if fold39:
+                    result.segments = fold_segments(result.segments)
+                result.metadata.update(
+                    model=str(labeller.trained.directory),
+                    phone_set="timit-39" if fold39 else "timit-61",
+                    decoder=labeller.decoder_description(),
                 )
-    for path, name in zip(paths, names, strict=True):
-        try:
-            result = label_file(path, labeller, on_progress(path) if on_progress else None)
-            if fold39:
-                result.segments = fold_segments(result.segments)
-            result.metadata.update(
-                model=str(labeller.trained.directory),
-                phone_set="timit-39" if fold39 else "timit-61",
-                decoder=labeller.decoder_description(),
-            )
-            if directory is not None:
-                result.output = directory / name
-                result.output.parent.mkdir(parents=True, exist_ok=True)
-                result.write(fmt, result.output)
-            if plot:
-                result.plot = (directory or Path.cwd()) / name.with_suffix(".png")
-                result.plot.parent.mkdir(parents=True, exist_ok=True)
-                plot_audio_file(path, {"phones": result.segments}, result.plot)
-            yield result
-        except PhonelabelError as error:
-            yield Failure(path, str(error))
+                if directory is not None:
+                    result.output = directory / name
+                    result.output.parent.mkdir(parents=True, exist_ok=True)
+                    result.write(fmt, result.output)
+                if plot:
+                    result.plot = (directory or Path.cwd()) / name.with_suffix(".png")
+                    result.plot.parent.mkdir(parents=True, exist_ok=True)
+                    plot_audio_file(path, {"phones": result.segments}, result.plot)
+                yield result
+            except PhonelabelError as error:
+                yield Failure(path, str(error))
 
 
 def plot_file(

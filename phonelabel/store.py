@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,9 @@ from phonelabel.features import (
     normalization_stats,
     normalize,
 )
-from phonelabel.fileio import atomic_dir, output_directory, write_json, write_text
+from phonelabel.fileio import LOCK_FILE, atomic_dir, output_lock, write_json, write_text
 from phonelabel.phones import PHONES_61
+from phonelabel.workers import stoppable, worker_pool
 
 STORE_FILE = "store.json"
 FORMAT = "phonelabel-feature-store"
@@ -290,15 +290,11 @@ def _results(utterances: list[Any], config: FeatureConfig, jobs: int) -> Iterato
     if jobs == 1 or len(chunks) <= 1:
         yield from map(_featurize_chunk, chunks)
         return
-    # spawn: no fork of a parent that may hold torch/OpenMP threads; the workers import
-    # only numpy and soundfile (features.py needs no librosa), so they start quickly.
-    # ProcessPoolExecutor, unlike Pool, fails (BrokenProcessPool) if a worker dies.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(jobs, len(chunks)), mp_context=context) as pool:
-        try:
-            yield from pool.map(_featurize_chunk, chunks)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    # the workers import only numpy and soundfile (features.py needs no librosa), so they
+    # start quickly. ProcessPoolExecutor, unlike Pool, fails (BrokenProcessPool) if a
+    # worker dies; worker_pool kills them at once when this generator is closed early.
+    with worker_pool(min(jobs, len(chunks))) as pool:
+        yield from pool.map(partial(stoppable, _featurize_chunk), chunks)
 
 
 # --- writing ----------------------------------------------------------------------------
@@ -374,12 +370,10 @@ def _is_leftover(name: str) -> bool:
 
 
 def _check_out(out: Path) -> dict[str, Any] | None:
-    """Refuse an OUT that is a file or a non-empty dir that is not a store; tidy leftovers."""
-    output_directory(out, create=False)
-    if not out.is_dir():
-        return None
+    """Refuse an OUT (locked, so a directory) that holds something but no store; tidy
+    leftovers of an interrupted run."""
     info = _read_store_json(out)
-    entries = [p for p in out.iterdir() if not _is_leftover(p.name)]
+    entries = [p for p in out.iterdir() if not _is_leftover(p.name) and p.name != LOCK_FILE]
     if info is None and entries:
         raise PhonelabelError(
             f"{out}: exists, is not empty and is not a feature store (no {STORE_FILE});"
@@ -451,6 +445,23 @@ def featurize(
     """
     if jobs is not None and jobs < 1:
         raise PhonelabelError(f"jobs {jobs}: must be at least 1")
+    with output_lock(out, "a feature store"):  # before _check_out tidies temp files
+        return _featurize(
+            corpus, out, config, jobs, force, strict, include_sa, on_progress, options
+        )
+
+
+def _featurize(
+    corpus: str | Path,
+    out: str | Path,
+    config: FeatureConfig,
+    jobs: int | None,
+    force: bool,
+    strict: bool,
+    include_sa: bool,
+    on_progress: Callable[[int, int], None] | None,
+    options: CorpusOptions | None,
+) -> FeaturizeReport:
     corpus, out = Path(corpus).resolve(), Path(out)
     previous = _check_out(out)
     options = options or CorpusOptions()

@@ -32,7 +32,7 @@ from phonelabel.config import TrainConfig
 from phonelabel.decode import phone_error_rate, tune_decoder
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import NO_LABEL, FeatureConfig, config_differences
-from phonelabel.fileio import output_directory, write_text
+from phonelabel.fileio import LOCK_FILE, output_lock, write_text
 from phonelabel.metrics import confusion_61, fold_confusion
 from phonelabel.model import (
     ModelConfig,
@@ -373,13 +373,11 @@ def _check_labels(labels: np.ndarray, where: str) -> None:
 
 
 def _prepare_out(out: Path, resume: bool) -> None:
-    if resume:
-        return
-    if out.is_dir() and any(out.iterdir()):
+    """Refuse to start a fresh run in a model directory that holds anything (output_lock made it)."""
+    if not resume and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise PhonelabelError(
             f"{out}: already exists and is not empty; resume it or choose another output"
         )
-    output_directory(out)  # now, not after the first epoch
 
 
 class EpochMeter:
@@ -515,9 +513,20 @@ def train(
 
     ``resume``: continue the run in ``out`` with its own options; ``changes`` may alter the
     ones ``config.RESUME_SAFE`` lists (``config`` is not used). Without ``resume``,
-    ``changes`` are applied to ``config``.
+    ``changes`` are applied to ``config``. A second run writing the same ``out`` is refused.
     """
-    out = Path(out)
+    with output_lock(out, "a model"):
+        return _train(features, Path(out), config, resume, on_progress, changes)
+
+
+def _train(
+    features: str | Path,
+    out: Path,
+    config: TrainConfig,
+    resume: bool,
+    on_progress: Callable[[Progress], None] | None,
+    changes: dict[str, Any] | None,
+) -> TrainedModel:
     checkpoint = None
     if resume:
         if not (out / CHECKPOINT).is_file():
@@ -552,7 +561,7 @@ def train(
         delay=config.delay,
     )
     start = _initial_model(config.init, model_config, store.config) if config.init else None
-    _prepare_out(out, resume)  # after every check, so a refused run leaves no directory
+    _prepare_out(out, resume)  # after every check (output_lock removes the dir it made)
     if config.precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 

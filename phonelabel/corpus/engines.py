@@ -19,6 +19,7 @@ import soundfile
 
 from phonelabel.corpus.phonemap import arpabet_table, map_segments
 from phonelabel.errors import PhonelabelError
+from phonelabel.workers import die_with_parent
 
 ENGINES = ("festival", "flite")
 SILENCES = ("pau", "h#", "brth")
@@ -97,7 +98,14 @@ def check_voices(voices: list[Voice]) -> None:
 
 def _run(argv: list[str], stdin: str | None, name: str, timeout: float = 60) -> str:
     try:
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=die_with_parent,  # a killed synth worker takes its engine with it
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise PhonelabelError(f"{name}: cannot run ({error})") from None
     return done.stdout
@@ -189,6 +197,7 @@ def _festival_batch(
             capture_output=True,
             text=True,
             timeout=60 + 20 * len(items),
+            preexec_fn=die_with_parent,
         )
     except subprocess.TimeoutExpired:
         return "festival timed out"
@@ -230,7 +239,9 @@ def flite(v: Voice, stretch: float, f0: float | None, text: str, wav: Path) -> E
         argv += ["--setf", f"int_f0_target_mean={f0:.1f}"]
     argv += ["-psdur", "-o", str(wav), "-t", text]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, preexec_fn=die_with_parent
+        )
     except subprocess.TimeoutExpired:
         return "flite timed out"
     except OSError as error:

@@ -18,11 +18,10 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,9 @@ from phonelabel.corpus.engines import SILENCES, EngineOutput, Voice, to_timit
 from phonelabel.corpus.timit import assign_splits, find_utterances, read_phn
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig, frame_count, frame_labels
-from phonelabel.fileio import atomic_path, write_json
+from phonelabel.fileio import LOCK_FILE, atomic_path, output_lock, write_json
 from phonelabel.phones import PHONE_INDEX, data_path
+from phonelabel.workers import stoppable, worker_pool
 
 RATE = SAMPLE_RATE  # the corpus is written at the rate models work at
 # Voice split (DESIGN.md §7): each engine holds out one human voice for TEST. TRAIN keeps
@@ -361,7 +361,7 @@ def _settings_file(out: Path, settings: dict) -> None:
                 " resume with the same options or use another directory"
             )
         return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
         raise PhonelabelError(f"{out}: exists and is not a phonelabel synth corpus")
     write_json(path, settings)
 
@@ -383,8 +383,32 @@ def synthesize(
     ``speed_perturb``: play each utterance 1 ± up to this much faster (resampled).
     ``on_progress(done, total)`` is called as utterances finish.
     """
+    with output_lock(out, "a corpus"):
+        return _synthesize(
+            Path(out),
+            speakers,
+            utterances_per_speaker,
+            seed,
+            jobs,
+            engines,
+            noise_snr,
+            speed_perturb,
+            on_progress,
+        )
+
+
+def _synthesize(
+    out: Path,
+    speakers: int,
+    utterances_per_speaker: int,
+    seed: int,
+    jobs: int | None,
+    engines: tuple[str, ...],
+    noise_snr: tuple[float, float] | None,
+    speed_perturb: float,
+    on_progress: Callable[[int, int], None] | None,
+) -> SynthReport:
     started = time.perf_counter()
-    out = Path(out)
     engine_names = _parse_engines(tuple(engines))
     if noise_snr is not None and not (
         np.all(np.isfinite(noise_snr)) and len(noise_snr) == 2 and noise_snr[0] <= noise_snr[1]
@@ -438,15 +462,10 @@ def _run_all(tasks: list[_Task], jobs: int):
     if jobs == 1 or len(tasks) <= 1:
         yield from map(_run_task, tasks)
         return
-    # spawn, not fork: the caller may hold threads (torch) that fork would copy mid-lock
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_run_task, task) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
+    with worker_pool(jobs) as pool:  # workers (and their engines) die with this process
+        futures = [pool.submit(stoppable, _run_task, task) for task in tasks]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 def _report(
