@@ -72,6 +72,18 @@ def make_tone_corpus(root: Path, speakers_per_part: int = 4, utterances: int = 6
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for a tiny model: a second thread only adds synchronisation (and
+    on a busy 2-core machine, several times the wall time)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tone_corpus(tmp_path_factory) -> Path:
     return make_tone_corpus(tmp_path_factory.mktemp("tone") / "corpus")
@@ -109,3 +121,43 @@ def tone_model(tone_store, tmp_path_factory) -> Path:
     )
     train(tone_store, out, config)
     return out
+
+
+# --- trivial predictors: what an accuracy threshold must sit well above -------------------
+
+
+def constant_accuracy(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """Accuracy on ``test_labels`` of always answering train's commonest label."""
+    values, counts = np.unique(train_labels, return_counts=True)
+    return float(np.mean(test_labels == values[np.argmax(counts)]))
+
+
+def per_frame_accuracy(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    steps: int = 300,
+) -> float:
+    """Accuracy of a memoryless predictor: multinomial logistic regression on each frame
+    alone (no context), fitted on train, scored on test. What a model that ignores
+    everything but the current frame can reach."""
+    import torch
+
+    classes, y = np.unique(train_labels, return_inverse=True)
+    x = torch.from_numpy(np.asarray(train_features, np.float32))
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x = (x - mean) / std
+    targets = torch.from_numpy(y.astype(np.int64))
+    generator = torch.Generator().manual_seed(0)
+    weight = (0.01 * torch.randn(x.shape[1], len(classes), generator=generator)).requires_grad_()
+    bias = torch.zeros(len(classes), requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(x @ weight + bias, targets).backward()
+        optimizer.step()
+    with torch.no_grad():
+        test = (torch.from_numpy(np.asarray(test_features, np.float32)) - mean) / std
+        predicted = classes[(test @ weight + bias).argmax(1).numpy()]
+    return float(np.mean(predicted == test_labels))
