@@ -161,3 +161,29 @@ def per_frame_accuracy(
         test = (torch.from_numpy(np.asarray(test_features, np.float32)) - mean) / std
         predicted = classes[(test @ weight + bias).argmax(1).numpy()]
     return float(np.mean(predicted == test_labels))
+
+
+def store_baselines(store: Path, split: str, fold: bool = False) -> tuple[float, float]:
+    """(constant, per-frame) accuracy on a feature store's ``split``, both fitted on its
+    train split; 61 phones, or the 39 folded classes (q frames dropped) when ``fold``."""
+    from phonelabel.features import NO_LABEL
+    from phonelabel.phones import FOLD_INDEX
+    from phonelabel.store import open_store
+
+    opened = open_store(store)
+
+    def frames(name: str) -> tuple[np.ndarray, np.ndarray]:
+        part = opened.split(name)
+        labels = np.asarray(part.labels).astype(np.int64)
+        keep = labels != NO_LABEL
+        features, labels = np.asarray(part.features)[keep], labels[keep]
+        if fold:
+            labels = FOLD_INDEX[labels]
+            features, labels = features[labels >= 0], labels[labels >= 0]
+        return features, labels
+
+    (train_x, train_y), (test_x, test_y) = frames("train"), frames(split)
+    return (
+        constant_accuracy(train_y, test_y),
+        per_frame_accuracy(train_x, train_y, test_x, test_y),
+    )

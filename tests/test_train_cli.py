@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import store_baselines
 from typer.testing import CliRunner
 
 from phonelabel.cli import app
@@ -30,7 +31,8 @@ def history(model_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_train_learns_and_writes_a_complete_model_dir(tone_model):
+@pytest.mark.slow
+def test_train_learns_and_writes_a_complete_model_dir(tone_model, tone_store):
     records = history(tone_model)
     for key in (
         "epoch",
@@ -45,7 +47,11 @@ def test_train_learns_and_writes_a_complete_model_dir(tone_model):
         assert key in records[0]
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     best = max(r["dev_frame_accuracy_61"] for r in records)
-    assert best > 0.5  # 12 tone "phones": chance is ~1/12
+    constant, per_frame = store_baselines(tone_store, "dev")
+    assert best > constant + 0.3, f"dev {best:.3f}: not 0.3 above always-h# ({constant:.3f})"
+    # The tones can be labelled frame by frame (memory is pinned by test_train.py's memory
+    # task): the LSTM must at least match a per-frame predictor fitted on the same frames.
+    assert best > per_frame - 0.02, f"dev {best:.3f} vs a per-frame predictor {per_frame:.3f}"
     trained = load_model(tone_model)
     assert trained.model.config.hidden == 48
     assert trained.feature.kind == "mfcc" and len(trained.stats["mean"]) == 39
@@ -215,7 +221,8 @@ def test_cuda_training_matches_cpu_scoring(tone_store, tmp_path, precision):
     assert result.exit_code == 0, result.output
     assert load_model(out).training["device_used"].startswith("cuda")
     best = max(r["dev_frame_accuracy_61"] for r in history(out))
-    assert best > 0.4
+    constant, _ = store_baselines(tone_store, "dev")
+    assert best > constant + 0.2, f"dev {best:.3f}: not 0.2 above always-h# ({constant:.3f})"
     from phonelabel.evaluate import evaluate
 
     on_gpu, on_cpu = (
