@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -418,6 +420,38 @@ def test_inputs_with_the_same_name_mirror_their_folders(tmp_path, tone_model):
         app, ["label", wavs[0], wavs[0], "--model", str(tone_model), "--out", str(out)]
     )
     assert result.exit_code == 2 and "several inputs would write SX1.phn" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "span,message",
+    [
+        (["--start", "2"], "--start 2.0: must be from 0 to the recording's length (1.00 s)"),
+        (["--start", "-0.5"], "--start -0.5: must be from 0"),
+        (["--start", "0.5", "--end", "0.5"], "--end 0.5: must be a time after --start (0.5)"),
+        (["--start", "0.5", "--end", "0.2"], "--end 0.2: must be a time after --start (0.5)"),
+    ],
+)
+def test_plot_refuses_a_span_outside_the_recording(tmp_path, random_model, span, message):
+    path = write_wav(tmp_path / "a.wav", tone_recording(1.0))
+    png = tmp_path / "p.png"
+    result = runner.invoke(
+        app, ["plot", str(path), "--model", str(random_model), "-o", str(png), *span]
+    )
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not png.exists()
+
+
+def test_label_into_a_closed_pipe_exits_quietly_as_sigpipe(tmp_path, random_model):
+    # `phonelabel label x.wav | true`: the reader is gone before the first write
+    path = write_wav(tmp_path / "a.wav", tone_recording(2.0))
+    command = [sys.executable, "-m", "phonelabel.cli", "label", str(path), "--model",
+               str(random_model)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    process.wait(timeout=300)
+    errors = process.stderr.read().decode()
+    assert process.returncode == 141, errors  # as a process killed by SIGPIPE (128 + 13)
+    assert errors.strip() == "", errors  # no traceback, no "Exception ignored ..."
 
 
 def _labels_at(segments, samples: np.ndarray) -> np.ndarray:

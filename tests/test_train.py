@@ -352,38 +352,6 @@ def test_clipping_scales_to_threshold_and_excludes_output_layer_by_default():
     assert abs(float(total) - 1.0) < 1e-4
 
 
-def test_worked_example_hand_derived_bptt_matches_autograd():
-    """One input, one sigmoid unit, linear output, predicting the next input:
-    z_t = w y_{t-1} + v x_t, y_t = s(z_t), y_0 = s, p_t = u y_t, E = sum (x_{t+1} - p_t)^2."""
-    x = torch.tensor([0.5, -1.0, 0.25, 0.8, -0.3, 0.9], dtype=torch.float64)
-    u, v, w, s = (
-        torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (0.7, -0.4, 1.3, 0.2)
-    )
-    T = len(x) - 1
-    ys, zs, ps = [s], [], []
-    for t in range(T):
-        z = w * ys[-1] + v * x[t]
-        zs.append(z)
-        ys.append(torch.sigmoid(z))
-        ps.append(u * ys[-1])
-    E = sum((x[t + 1] - ps[t]) ** 2 for t in range(T))
-    E.backward()
-
-    # hand-derived BPTT, backwards in time
-    y = [float(a.detach()) for a in ys]
-    g = [-2 * (float(x[t + 1]) - u.item() * y[t + 1]) for t in range(T)]  # dE/dp_t
-    delta = [0.0] * (T + 1)  # delta_{T+1} = 0
-    for t in reversed(range(T)):
-        sigma_prime = y[t + 1] * (1 - y[t + 1])
-        delta[t] = sigma_prime * (u.item() * g[t] + w.item() * delta[t + 1])
-    dE_du = sum(g[t] * y[t + 1] for t in range(T))
-    dE_dv = sum(delta[t] * float(x[t]) for t in range(T))
-    dE_dw = sum(delta[t] * y[t] for t in range(T))
-    assert abs(u.grad.item() - dE_du) < 1e-12
-    assert abs(v.grad.item() - dE_dv) < 1e-12
-    assert abs(w.grad.item() - dE_dw) < 1e-12
-
-
 # --- a task that needs memory ----------------------------------------------------------------
 
 
