@@ -14,7 +14,16 @@ import pytest
 import soundfile
 
 RATE = 16000
+TRAINING_FIXTURES = {"tone_model", "global_tone_model", "synth_corpus"}  # train or synthesise
 TONE_PHONES = ("h#", "aa", "iy", "s", "sh", "m", "n", "pau", "tcl", "t", "q", "ow")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test that needs a trained model or a synthesised corpus is slow, whether or not it
+    says so: ``pytest -m "not slow"`` then neither trains nor synthesises."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def write_utterance(
