@@ -359,9 +359,10 @@ def _train_option(name: str, text: str, flag: str | None = None) -> Any:
     return typer.Option(*flags, help=text, show_default=str(default))
 
 
-def _as_flags(message: str) -> str:
-    """'k2 (10) must be >= k1 (20)' -> '--k2 (10) must be >= --k1 (20)'."""
-    names = "|".join(sorted(TRAIN_OPTION_NAMES, key=len, reverse=True))
+def _as_flags(message: str, options: frozenset[str] = TRAIN_OPTION_NAMES) -> str:
+    """The library names options, the user typed flags: 'k2 (10) must be >= k1 (20)' ->
+    '--k2 (10) must be >= --k1 (20)'."""
+    names = "|".join(sorted(options, key=len, reverse=True))
     return re.sub(
         rf"(?<![\w/.-])({names})(?![\w/.-])",
         lambda m: "--" + m.group(1).replace("_", "-"),
@@ -832,7 +833,10 @@ def plot(
 
     check_output_file(output)
     labeller = labelling.load_labeller(model, device, smooth)
-    path = labelling.plot_file(audio, labeller, output, reference, fold39, start, end)
+    try:
+        path = labelling.plot_file(audio, labeller, output, reference, fold39, start, end)
+    except PhonelabelError as error:
+        raise PhonelabelError(_as_flags(str(error), frozenset({"start", "end"}))) from None
     console.print(f"wrote {path}", highlight=False)
 
 

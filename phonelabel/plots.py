@@ -133,7 +133,7 @@ def plot_audio_file(
             f"start {start} s: must be from 0 to the recording's length ({audio.seconds:.2f} s)"
         )
     if end is not None and not start < end < math.inf:
-        raise PhonelabelError(f"end {end} s: must be a time after the start ({start} s)")
+        raise PhonelabelError(f"end {end} s: must be after start ({start} s)")
     end = min(audio.seconds, end if end is not None else start + PLOT_SECONDS)
     pieces, position = [], 0
     first, last = round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)

@@ -429,8 +429,9 @@ def run_epoch(
     state: State,
     on_progress: Callable[[Progress], None] | None,
     save_checkpoint: Callable[[State], None],
-) -> None:
-    """The TBPTT loop: window -> loss on the newest k1 frames -> backward -> clip -> step."""
+) -> State:
+    """The TBPTT loop: window -> loss on the newest k1 frames -> backward -> clip -> step.
+    Returns the streams' state after the last step (what the next step would start from)."""
     model.train()
     meter = EpochMeter(run.totals, state[0].device)
     autocast = torch.autocast(state[0].device.type, torch.bfloat16, config.precision == "bf16")
@@ -478,6 +479,7 @@ def run_epoch(
             run.step = step + 1
             save_checkpoint(state)
             last_checkpoint = time.perf_counter()
+    return state
 
 
 def _initial_model(init: str, model_config: ModelConfig, feature: FeatureConfig) -> TrainedModel:

@@ -14,7 +14,16 @@ import pytest
 import soundfile
 
 RATE = 16000
+TRAINING_FIXTURES = {"tone_model", "global_tone_model", "synth_corpus"}  # train or synthesise
 TONE_PHONES = ("h#", "aa", "iy", "s", "sh", "m", "n", "pau", "tcl", "t", "q", "ow")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test that needs a trained model or a synthesised corpus is slow, whether or not it
+    says so: ``pytest -m "not slow"`` then neither trains nor synthesises."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def write_utterance(
@@ -72,6 +81,18 @@ def make_tone_corpus(root: Path, speakers_per_part: int = 4, utterances: int = 6
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for a tiny model: a second thread only adds synchronisation (and
+    on a busy 2-core machine, several times the wall time)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tone_corpus(tmp_path_factory) -> Path:
     return make_tone_corpus(tmp_path_factory.mktemp("tone") / "corpus")
@@ -109,3 +130,69 @@ def tone_model(tone_store, tmp_path_factory) -> Path:
     )
     train(tone_store, out, config)
     return out
+
+
+# --- trivial predictors: what an accuracy threshold must sit well above -------------------
+
+
+def constant_accuracy(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """Accuracy on ``test_labels`` of always answering train's commonest label."""
+    values, counts = np.unique(train_labels, return_counts=True)
+    return float(np.mean(test_labels == values[np.argmax(counts)]))
+
+
+def per_frame_accuracy(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    steps: int = 300,
+) -> float:
+    """Accuracy of a memoryless predictor: multinomial logistic regression on each frame
+    alone (no context), fitted on train, scored on test. What a model that ignores
+    everything but the current frame can reach."""
+    import torch
+
+    classes, y = np.unique(train_labels, return_inverse=True)
+    x = torch.from_numpy(np.asarray(train_features, np.float32))
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x = (x - mean) / std
+    targets = torch.from_numpy(y.astype(np.int64))
+    generator = torch.Generator().manual_seed(0)
+    weight = (0.01 * torch.randn(x.shape[1], len(classes), generator=generator)).requires_grad_()
+    bias = torch.zeros(len(classes), requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(x @ weight + bias, targets).backward()
+        optimizer.step()
+    with torch.no_grad():
+        test = (torch.from_numpy(np.asarray(test_features, np.float32)) - mean) / std
+        predicted = classes[(test @ weight + bias).argmax(1).numpy()]
+    return float(np.mean(predicted == test_labels))
+
+
+def store_baselines(store: Path, split: str, fold: bool = False) -> tuple[float, float]:
+    """(constant, per-frame) accuracy on a feature store's ``split``, both fitted on its
+    train split; 61 phones, or the 39 folded classes (q frames dropped) when ``fold``."""
+    from phonelabel.features import NO_LABEL
+    from phonelabel.phones import FOLD_INDEX
+    from phonelabel.store import open_store
+
+    opened = open_store(store)
+
+    def frames(name: str) -> tuple[np.ndarray, np.ndarray]:
+        part = opened.split(name)
+        labels = np.asarray(part.labels).astype(np.int64)
+        keep = labels != NO_LABEL
+        features, labels = part.normalized_features()[keep], labels[keep]
+        if fold:
+            labels = FOLD_INDEX[labels]
+            features, labels = features[labels >= 0], labels[labels >= 0]
+        return features, labels
+
+    (train_x, train_y), (test_x, test_y) = frames("train"), frames(split)
+    return (
+        constant_accuracy(train_y, test_y),
+        per_frame_accuracy(train_x, train_y, test_x, test_y),
+    )

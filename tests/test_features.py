@@ -46,13 +46,14 @@ def _signals() -> list[np.ndarray]:
 def test_frame_count_is_librosa_framing_without_centre(num_samples):
     expected = 0 if num_samples < 400 else 1 + (num_samples - 400) // 160
     assert frame_count(num_samples) == expected
-    if num_samples >= 400:
-        frames = librosa.util.frame(np.zeros(num_samples), frame_length=400, hop_length=160)
-        assert frames.shape[1] == expected
+    if num_samples >= 400:  # librosa.util.frame's framing, in numpy (no numba compile)
+        windows = np.lib.stride_tricks.sliding_window_view(np.zeros(num_samples), 400)[::160]
+        assert len(windows) == expected
     features = compute_features(np.zeros(num_samples, dtype=np.float32), MFCC)
     assert features.shape == (expected, 39) and features.dtype == np.float32
 
 
+@pytest.mark.slow  # librosa's numba compilation: ~11 s in a fresh environment
 @pytest.mark.parametrize("config", [MFCC, FBANK], ids=["mfcc", "fbank"])
 def test_fast_features_match_librosa_reference(config):
     for samples in _signals():
@@ -73,10 +74,29 @@ def test_feature_dims_and_layout():
     mfcc = compute_features(samples, MFCC)
     fbank = compute_features(samples, FBANK)
     assert mfcc.shape[1] == 39 and fbank.shape[1] == 120
-    # deltas of the statics: a constant-energy tone has near-zero delta inside a phone
+    # the first static is c0, the orthonormal DCT-II row 0 of the log mel energies
     log_mel = fbank[:, :40]
-    c0 = np.sqrt(1 / 40) * log_mel.sum(axis=1)  # orthonormal DCT-II row 0
+    c0 = np.sqrt(1 / 40) * log_mel.sum(axis=1)
     np.testing.assert_allclose(mfcc[:, 0], c0, atol=1e-3)
+
+
+def test_deltas_follow_the_statics_in_time():
+    # a steady chord in noise, then silence: inside the chord the deltas (columns 13-25) stay
+    # small; where it stops, c0 falls and its delta is strongly negative
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / RATE
+    chord = 0.3 * sum(np.sin(2 * np.pi * f * t) for f in (440, 1250, 2600, 5100))
+    chord = chord + 0.05 * rng.standard_normal(16000)
+    samples = np.concatenate([chord, np.zeros(8000)]).astype(np.float32)
+    mfcc = compute_features(samples, MFCC)
+    statics, deltas = mfcc[:, :13], mfcc[:, 13:26]
+    assert np.abs(deltas[10:80]).max() < 1.0  # frames well inside the chord
+    stop = 1 + (16000 - 400) // 160  # the first frame past the chord
+    assert deltas[stop - 2 : stop + 3, 0].min() < -10.0
+    # each delta is the regression slope over +-2 frames of its static (edges repeated)
+    padded = np.pad(statics, ((2, 2), (0, 0)), mode="edge")
+    slope = sum(k * padded[2 + k : 2 + k + len(statics)] for k in (-2, -1, 1, 2)) / 10
+    np.testing.assert_allclose(deltas, slope, atol=1e-3)
 
 
 def test_frame_labels_use_the_centre_sample_and_leave_gaps_unlabelled():

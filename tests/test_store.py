@@ -239,6 +239,18 @@ def test_bad_utterances_are_skipped_and_reported(messy_corpus, tmp_path):
     assert not (tmp_path / "strict" / "train").exists()
 
 
+def test_strict_featurize_command_stops_at_the_first_bad_utterance(messy_corpus, tmp_path):
+    root, _ = messy_corpus
+    out = tmp_path / "strict"
+    args = ["featurize", str(root), str(out), "--jobs", "1"]
+    result = CliRunner().invoke(app, [*args, "--strict"])
+    assert result.exit_code == 2, result.output
+    assert "maaa9_sx2" in result.output and "not readable audio" in result.output
+    assert "Traceback" not in result.output and not (out / "train").exists()
+    lenient = CliRunner().invoke(app, args)  # without --strict the same corpus is featurized
+    assert lenient.exit_code == 0 and (out / "train").is_dir()
+
+
 def test_other_rates_and_stereo_are_converted_and_counted(tmp_path):
     rng = np.random.default_rng(0)
     speaker_dir = tmp_path / "c" / "train" / "dr1" / "mxyz9"

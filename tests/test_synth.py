@@ -108,6 +108,7 @@ def test_same_seed_gives_identical_bytes_whatever_the_jobs(tmp_path):
     assert synth.plan_speakers(4, ("flite",), 7) != synth.plan_speakers(4, ("flite",), 8)
 
 
+@pytest.mark.slow
 def test_augmentation_noise_and_speed_change_the_audio_and_keep_tiling(tmp_path):
     report = synth.synthesize(
         tmp_path / "aug",
@@ -260,6 +261,7 @@ def test_bad_options_are_one_line_errors(tmp_path):
         tts.voice("flite:nobody")
 
 
+@pytest.mark.slow
 def test_cli_makes_a_corpus_and_prints_its_splits(tmp_path):
     result = CliRunner().invoke(
         app,

@@ -148,6 +148,27 @@ def test_timit_protocol_split_sizes(tmp_path):
     assert sizes == {"train": 30, "dev": 500, "test": 240, "full_test": 76 * 10}
 
 
+# An independent copy (Halberstadt 1998, Kaldi's timit recipe): the 24 core test speakers,
+# two male and one female per dialect region, and a few of the 50 dev speakers.
+CORE_TEST = """mdab0 mwbt0 felc0 mtas1 mwew0 fpas0 mjmp0 mlnt0 fpkt0 mlll0 mtls0 fjlm0
+               mbpm0 mklt0 fnlp0 mcmj0 mjdh0 fmgd0 mgrt0 mnjm0 fdhc0 mjln0 mpam0 fmld0""".split()
+SOME_DEV = ["faks0", "fdac1", "fjem0", "mgwt0", "mjar0", "mmdb1", "mmdm2", "mpdf0"]
+
+
+def test_shipped_speaker_lists_are_timits_core_test_and_dev_sets(tmp_path):
+    core, dev = kaldi_speakers("core_test_spk.list"), kaldi_speakers("dev_spk.list")
+    assert core == set(CORE_TEST)
+    assert len(dev) == 50 and set(SOME_DEV) <= dev and not dev & core
+    # a tree holding the known speakers (not built from the lists) is split by them
+    for speaker in CORE_TEST + SOME_DEV + ["mzzz0"]:
+        _touch_speaker(tmp_path, "TEST", speaker, ["SX1", "SI2"])
+    _touch_speaker(tmp_path, "TRAIN", "maaa0", ["SX1"])
+    splits = assign_splits(find_utterances(tmp_path))
+    assert {u.speaker for u in splits["test"]} == set(CORE_TEST)
+    assert {u.speaker for u in splits["dev"]} == set(SOME_DEV)
+    assert "mzzz0" in {u.speaker for u in splits["full_test"]}
+
+
 def test_other_trees_split_test_speakers_into_dev_and_test(tmp_path):
     for i in range(5):
         _touch_speaker(tmp_path, "TEST", f"mtst{i}9", ["SX1", "SX2", "SI3"])

@@ -3,6 +3,8 @@ leaking across utterances, clipping, the schedule covering every frame once."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,14 +12,17 @@ import torch.nn.functional as F
 
 from phonelabel.model import ModelConfig, PhoneLSTM
 from phonelabel.train import (
+    RunState,
+    Schedule,
     SplitTensors,
     TrainConfig,
     build_schedule,
     clip_gradients,
-    compute_loss,
+    run_epoch,
 )
 
 D = 5
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 def make_data(lengths, seed=0):
@@ -40,30 +45,42 @@ def grads(model):
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
+class RecordingSGD(torch.optim.SGD):
+    """SGD with learning rate 0: the weights stay put, and every update's gradients are kept
+    (the optimiser is the test's probe; the loop under test is the real ``run_epoch``)."""
+
+    def __init__(self, params):
+        super().__init__(params, lr=0.0)
+        self.recorded: list[list[torch.Tensor]] = []
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self.recorded.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
+        return super().step(closure)
+
+
+def exact(config: TrainConfig) -> TrainConfig:
+    """No clipping, no input noise: gradients comparable with a hand-built reference."""
+    return replace(config, clip=0.0, input_noise=0.0)
+
+
+def real_epoch(model, data, schedule, config, optimizer=None):
+    """One epoch of the real ``train.run_epoch``: (the gradients of every step, None for a
+    step with nothing to score; the streams' final state; the run's totals)."""
+    optimizer = optimizer or RecordingSGD(model.parameters())
+    run = RunState(totals=dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0))
+    state = model.zero_state(schedule.x_index.shape[1])  # (layers, B, H), the model's dtype
+    final = run_epoch(model, optimizer, data, schedule, config, run, state, None, lambda _: None)
+    if not isinstance(optimizer, RecordingSGD):
+        return None, final, run.totals
+    recorded = iter(optimizer.recorded)
+    grads = [next(recorded) if schedule.frames[s] else None for s in range(len(schedule))]
+    return grads, final, run.totals
+
+
 def tbptt_step_grads(model, data, schedule, config):
-    """Gradients of every step, computed exactly as the trainer does (no update)."""
-    state = model.zero_state(config.batch_streams)
-    state = (state[0].double(), state[1].double())
-    out = []
-    for step in range(len(schedule)):
-        model.zero_grad()
-        x_index, y_index, reset = schedule.step(step)
-        loss, state, _ = compute_loss(
-            model,
-            data,
-            x_index,
-            y_index,
-            reset,
-            state,
-            int(schedule.frames[step]),
-            config.k1 or x_index.shape[1],
-        )
-        if schedule.frames[step]:
-            loss.backward()
-            out.append(grads(model))
-        else:
-            out.append(None)
-    return out
+    """Gradients of every step, from the trainer's own loop (weights left unchanged)."""
+    return real_epoch(model, data, schedule, exact(config))[0]
 
 
 def to_double(data: SplitTensors) -> SplitTensors:
@@ -142,40 +159,131 @@ def test_truncated_gradients_match_hand_built_reference(k1, k2):
 
 @pytest.mark.parametrize("k1,k2", [(6, 6), (4, 9), (0, 0)])
 def test_no_state_leaks_across_utterances(k1, k2):
+    # The real loop's gradients for the last utterance (frames 50..63) are the same whatever
+    # ran before it in the stream: its state starts from zero, not from the utterance before.
     features, labels, offsets, lengths = make_data([19, 31, 14])
     model = small_model()
     data = to_double(SplitTensors.from_arrays(features, labels, "cpu"))
     config = TrainConfig(k1=k1, k2=k2, batch_streams=1)
 
-    def outputs_for_last(order):
+    def grads_for_last(order):
         schedule = build_schedule(offsets, lengths, np.array(order), config)
-        state = model.zero_state(1)
-        state = (state[0].double(), state[1].double())
-        collected = {}
-        with torch.no_grad():
-            for step in range(len(schedule)):
-                x_index, y_index, reset = schedule.step(step)
-                capture_at = config.k1 or x_index.shape[1]
-                x = data.features[x_index]
-                if capture_at == x_index.shape[1]:
-                    keep = (~reset[:, 0]).double()[None, :, None]
-                    logits, state = model(x, (state[0] * keep, state[1] * keep))
-                else:
-                    logits, state = model.forward_with_resets(x, state, reset, capture_at)
-                for t, frame in enumerate(y_index[0].tolist()):
-                    if frame >= 50:  # the last utterance: frames 50..63
-                        collected[frame] = logits[0, t]
-        return torch.stack([collected[f] for f in sorted(collected)])
+        found = {}
+        for step, step_grads in enumerate(tbptt_step_grads(model, data, schedule, config)):
+            scored = tuple(f for f in schedule.step(step)[1][0].tolist() if f >= 0)
+            if scored and min(scored) >= 50:
+                found[scored] = step_grads
+        return found
 
-    after_first = outputs_for_last([0, 2])
-    after_second = outputs_for_last([1, 2])
-    alone = outputs_for_last([2])
-    assert after_first.shape == (14, 61)
-    torch.testing.assert_close(after_first, alone)
-    torch.testing.assert_close(after_second, alone)
-    # and the utterance's outputs are those of the whole utterance from a zero state
-    whole, _ = model(torch.from_numpy(features[50:64]).double()[None])
-    torch.testing.assert_close(alone, whole[0])
+    alone = grads_for_last([2])
+    assert sorted(f for frames in alone for f in frames) == list(range(50, 64))
+    for before in ([0, 2], [1, 2]):
+        after = grads_for_last(before)
+        assert after.keys() == alone.keys()
+        for frames, want in alone.items():
+            for got, w in zip(after[frames], want, strict=True):
+                torch.testing.assert_close(got, w, atol=1e-10, rtol=1e-9)
+    if k1 == 0:  # and whole-utterance BPTT is plain BPTT over that utterance from zero
+        model.zero_grad()
+        logits, _ = model(torch.from_numpy(features[50:64]).double()[None])
+        F.cross_entropy(logits[0], torch.from_numpy(labels[50:64].astype(np.int64))).backward()
+        (only,) = alone.values()
+        for got, want in zip(only, grads(model), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+# --- several streams side by side ----------------------------------------------------------
+
+STREAM_LENGTHS = [23, 9, 31, 17, 12, 40, 6, 27]  # 3 streams of different total lengths
+
+
+def one_stream(schedule: Schedule, b: int) -> Schedule:
+    """Stream ``b`` of a B-stream schedule on its own (the same windows, B = 1)."""
+    y_index = schedule.y_index[:, b : b + 1]
+    return Schedule(
+        schedule.x_index[:, b : b + 1],
+        y_index,
+        schedule.reset[:, b : b + 1],
+        (y_index >= 0).sum(dim=(1, 2)).numpy(),
+        schedule.widths,
+    )
+
+
+@pytest.mark.parametrize("k1,k2", [(5, 5), (4, 9), (0, 0)])
+def test_streams_side_by_side_train_as_one_stream_at_a_time(k1, k2):
+    # The batched loss is the sum over streams / all scored frames, so each step's gradient
+    # is the frame-weighted sum of the streams' own gradients, and each stream's final state
+    # is its own: a reset (an utterance starting) in one stream touches no other stream.
+    features, labels, offsets, lengths = make_data(STREAM_LENGTHS)
+    model = small_model()
+    data = to_double(SplitTensors.from_arrays(features, labels, "cpu"))
+    config = exact(TrainConfig(k1=k1, k2=k2, batch_streams=3))
+    order = np.random.default_rng(2).permutation(len(lengths))
+    schedule = build_schedule(offsets, lengths, order, config)
+    scored = (schedule.y_index >= 0).any(dim=2)  # (S, B)
+    last_step = [int(np.flatnonzero(scored[:, b].numpy()).max()) for b in range(3)]
+    resets = schedule.reset.any(dim=2)  # (S, B): resets fall on different steps per stream
+    if k1:
+        assert len(set(last_step)) > 1, "the streams should end at different steps"
+        assert (resets.sum(dim=1) < 3).any()
+    batched, state, _ = real_epoch(model, data, schedule, config)
+
+    weighted = [
+        None if g is None else [f * t for t in g]
+        for g, f in zip(batched, schedule.frames, strict=True)
+    ]
+    summed = [None] * len(schedule)
+    for b in range(3):
+        alone = one_stream(schedule, b)
+        stream_grads, stream_state, _ = real_epoch(
+            model, data, alone, replace(config, batch_streams=1)
+        )
+        for part, alone_state in zip(state, stream_state, strict=True):  # (layers, B, H)
+            torch.testing.assert_close(part[:, b], alone_state[:, 0], atol=1e-6, rtol=1e-6)
+        for step, step_grads in enumerate(stream_grads):
+            if step_grads is None:
+                continue
+            contribution = [alone.frames[step] * g for g in step_grads]
+            summed[step] = (
+                contribution
+                if summed[step] is None
+                else [a + c for a, c in zip(summed[step], contribution, strict=True)]
+            )
+    assert [g is None for g in summed] == [g is None for g in weighted]
+    for got, want in zip(weighted, summed, strict=True):
+        for g, w in zip(got or [], want or [], strict=True):
+            torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("k1,k2", [(5, 5), (4, 9), (0, 0)])
+def test_state_carried_across_steps_equals_one_long_forward(k1, k2):
+    # After the last step, each stream's state is that of one forward pass over its timeline
+    # from its last utterance's start (padding included): nothing lost between steps.
+    features, labels, offsets, lengths = make_data(STREAM_LENGTHS, seed=3)
+    model = small_model()
+    data = to_double(SplitTensors.from_arrays(features, labels, "cpu"))
+    config = exact(TrainConfig(k1=k1, k2=k2, batch_streams=3))
+    schedule = build_schedule(offsets, lengths, np.arange(len(lengths)), config)
+    _, (h, c), _ = real_epoch(model, data, schedule, config)
+    history = config.window - k1
+    for b in range(3):
+        if k1:  # the timeline: the first window's history, then each window's newest k1
+            x_line = torch.cat(
+                [schedule.x_index[0, b, :history], *schedule.x_index[:, b, history:]]
+            )
+            reset = torch.cat([schedule.reset[0, b, :history], *schedule.reset[:, b, history:]])
+            end = len(schedule) * k1  # where the step after the last would start
+        else:  # whole utterances: the last batch alone, padded to its longest
+            x_line, reset = (
+                schedule.step(len(schedule) - 1)[0][b],
+                schedule.step(len(schedule) - 1)[2][b],
+            )
+            end = len(x_line)
+        start = int(np.flatnonzero(reset[:end].numpy()).max())
+        with torch.no_grad():
+            _, (want_h, want_c) = model(data.features[x_line[start:end]][None])
+        torch.testing.assert_close(h[:, b], want_h[:, 0], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(c[:, b], want_c[:, 0], atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("k1", [6, 0])
@@ -244,33 +352,73 @@ def test_clipping_scales_to_threshold_and_excludes_output_layer_by_default():
     assert abs(float(total) - 1.0) < 1e-4
 
 
-def test_worked_example_hand_derived_bptt_matches_autograd():
-    """One input, one sigmoid unit, linear output, predicting the next input:
-    z_t = w y_{t-1} + v x_t, y_t = s(z_t), y_0 = s, p_t = u y_t, E = sum (x_{t+1} - p_t)^2."""
-    x = torch.tensor([0.5, -1.0, 0.25, 0.8, -0.3, 0.9], dtype=torch.float64)
-    u, v, w, s = (
-        torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (0.7, -0.4, 1.3, 0.2)
-    )
-    T = len(x) - 1
-    ys, zs, ps = [s], [], []
-    for t in range(T):
-        z = w * ys[-1] + v * x[t]
-        zs.append(z)
-        ys.append(torch.sigmoid(z))
-        ps.append(u * ys[-1])
-    E = sum((x[t + 1] - ps[t]) ** 2 for t in range(T))
-    E.backward()
+# --- a task that needs memory ----------------------------------------------------------------
 
-    # hand-derived BPTT, backwards in time
-    y = [float(a.detach()) for a in ys]
-    g = [-2 * (float(x[t + 1]) - u.item() * y[t + 1]) for t in range(T)]  # dE/dp_t
-    delta = [0.0] * (T + 1)  # delta_{T+1} = 0
-    for t in reversed(range(T)):
-        sigma_prime = y[t + 1] * (1 - y[t + 1])
-        delta[t] = sigma_prime * (u.item() * g[t] + w.item() * delta[t + 1])
-    dE_du = sum(g[t] * y[t + 1] for t in range(T))
-    dE_dv = sum(delta[t] * float(x[t]) for t in range(T))
-    dE_dw = sum(delta[t] * y[t] for t in range(T))
-    assert abs(u.grad.item() - dE_du) < 1e-12
-    assert abs(v.grad.item() - dE_dv) < 1e-12
-    assert abs(w.grad.item() - dE_dw) < 1e-12
+
+def memory_task(utterances: int, frames: int, seed: int):
+    """Cues (+1 or -1 on input 0) every 10-30 frames; each frame's label is the sign of the
+    last cue (class 0 or 1). Between cues a frame alone says nothing about its label."""
+    rng = np.random.default_rng(seed)
+    features = 0.1 * rng.standard_normal((utterances * frames, D)).astype(np.float32)
+    labels = np.zeros(utterances * frames, dtype=np.uint8)
+    for u in range(utterances):
+        t = 0
+        while t < frames:
+            sign = int(rng.integers(2))
+            features[u * frames + t, 0] = 1.0 if sign == 0 else -1.0
+            gap = int(rng.integers(10, 31))
+            labels[u * frames + t : u * frames + min(t + gap, frames)] = sign
+            t += gap
+    offsets = np.arange(utterances) * frames
+    return features, labels, offsets, np.full(utterances, frames)
+
+
+def train_on_memory_task(
+    reset_every_window: bool, epochs: int = 10, utterances: int = 8, lr: float = 0.05
+) -> tuple[float, float]:
+    """Train with the real loop (k1 = 5: windows far shorter than the 10-30 frame memory);
+    returns (train accuracy of the last epoch, held-out accuracy) from the loop's own counts.
+    ``reset_every_window`` zeroes every stream's state at every window's start."""
+    features, labels, offsets, lengths = memory_task(utterances, 120, seed=0)
+    config = TrainConfig(k1=5, batch_streams=4, lr=lr, input_noise=0.0, clip=1.0)
+    torch.manual_seed(0)
+    model = PhoneLSTM(ModelConfig(input_dim=D, hidden=16, layers=1, dropout=0.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    data = SplitTensors.from_arrays(features, labels, "cpu")
+
+    def schedule_for(order, lengths=lengths, offsets=offsets):
+        schedule = build_schedule(offsets, lengths, order, config)
+        if reset_every_window:
+            schedule.reset[:, :, 0] = True
+        return schedule
+
+    for epoch in range(epochs):
+        order = np.random.default_rng(epoch).permutation(len(lengths))
+        _, _, totals = real_epoch(model, data, schedule_for(order), config, optimizer)
+    trained = totals["correct"] / totals["frames"]
+    held_out = memory_task(8, 120, seed=1)
+    held_data = SplitTensors.from_arrays(held_out[0], held_out[1], "cpu")
+    schedule = schedule_for(np.arange(8), held_out[3], held_out[2])
+    _, _, totals = real_epoch(model, held_data, schedule, config, RecordingSGD(model.parameters()))
+    return trained, totals["correct"] / totals["frames"]
+
+
+@pytest.mark.slow
+def test_state_carried_between_windows_learns_what_a_reset_state_cannot():
+    from conftest import constant_accuracy, per_frame_accuracy
+
+    train_x, train_y, _, _ = memory_task(8, 120, seed=0)
+    test_x, test_y, _, _ = memory_task(8, 120, seed=1)
+    constant = constant_accuracy(train_y, test_y)
+    memoryless = per_frame_accuracy(train_x, train_y, test_x, test_y)
+    trivial = max(constant, memoryless)
+    assert trivial < 0.65  # the task needs memory: a frame alone (or no frame) is no use
+    _, carried = train_on_memory_task(reset_every_window=False)
+    _, reset = train_on_memory_task(reset_every_window=True)
+    assert carried > trivial + 0.3, (
+        f"state carried: {carried:.3f}, not 0.3 above the best trivial predictor "
+        f"({trivial:.3f}: constant {constant:.3f}, per-frame {memoryless:.3f})"
+    )
+    # reset each window, only a cue inside the 5-frame window helps: ~0.55 at best
+    assert reset < 0.7, f"state reset each window still scored {reset:.3f}"
+    assert carried > reset + 0.25, f"carried {carried:.3f} vs reset each window {reset:.3f}"

@@ -11,12 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import store_baselines
 from typer.testing import CliRunner
 
 from phonelabel.cli import app
-from phonelabel.modeldir import load_model
+from phonelabel.features import NO_LABEL
+from phonelabel.modeldir import load_model, load_state_dict, save_state_dict
+from phonelabel.store import open_store
+from phonelabel.train import TrainConfig, train
 
 runner = CliRunner()
 SMALL = ["--hidden", "32", "--layers", "1", "--k1", "10", "--batch-streams", "4", "--lr", "0.01"]
@@ -30,7 +35,8 @@ def history(model_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_train_learns_and_writes_a_complete_model_dir(tone_model):
+@pytest.mark.slow
+def test_train_learns_and_writes_a_complete_model_dir(tone_model, tone_store):
     records = history(tone_model)
     for key in (
         "epoch",
@@ -45,7 +51,11 @@ def test_train_learns_and_writes_a_complete_model_dir(tone_model):
         assert key in records[0]
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     best = max(r["dev_frame_accuracy_61"] for r in records)
-    assert best > 0.5  # 12 tone "phones": chance is ~1/12
+    constant, per_frame = store_baselines(tone_store, "dev")
+    assert best > constant + 0.3, f"dev {best:.3f}: not 0.3 above always-h# ({constant:.3f})"
+    # The tones can be labelled frame by frame (memory is pinned by test_train.py's memory
+    # task): the LSTM must at least match a per-frame predictor fitted on the same frames.
+    assert best > per_frame - 0.02, f"dev {best:.3f} vs a per-frame predictor {per_frame:.3f}"
     trained = load_model(tone_model)
     assert trained.model.config.hidden == 48
     assert trained.feature.kind == "mfcc" and len(trained.stats["mean"]) == 39
@@ -56,6 +66,7 @@ def test_train_learns_and_writes_a_complete_model_dir(tone_model):
     assert tuning["dev_phone_error_rate_39"] <= tuning["dev_phone_error_rate_39_argmax"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights(tone_store, tmp_path):
     args = ["train", str(tone_store), *SMALL, "--epochs", "2", "--seed", "3", "--device", "cpu"]
     for name in ("a", "b"):
@@ -164,6 +175,7 @@ def test_an_out_that_cannot_be_made_is_refused_before_training(tone_store, tmp_p
     assert "Traceback" not in result.output and "epoch" not in result.output
 
 
+@pytest.mark.slow
 def test_resume_with_another_store_is_refused(tone_store, tone_corpus, tmp_path):
     from phonelabel.features import FeatureConfig
     from phonelabel.store import featurize
@@ -186,6 +198,7 @@ def test_not_a_store_is_refused(tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_a_clear_message(tone_store, tmp_path):
     out = tmp_path / "m"
     args = [
@@ -202,8 +215,59 @@ def test_divergence_stops_with_a_clear_message(tone_store, tmp_path):
     result = runner.invoke(app, [*args, "--lr", "1e35", "--optimizer", "sgd"])
     assert result.exit_code == 2
     assert "diverged" in result.output and "Traceback" not in result.output
-    if (out / "model.pt").exists():  # whatever was kept is a good (finite) model
-        assert all(torch.isfinite(t).all() for t in weights(out).values())
+
+
+@pytest.mark.slow
+def test_divergence_after_a_good_epoch_keeps_that_epochs_model(tone_store, tmp_path):
+    out = tmp_path / "m"
+    args = ["train", str(tone_store), "--out", str(out), *SMALL, "--device", "cpu"]
+    assert runner.invoke(app, [*args, "--epochs", "1"]).exit_code == 0
+    best = (out / "model.pt").read_bytes()
+    # epoch 2 at a learning rate that must diverge: set it in the checkpoint --resume reads
+    checkpoint = load_state_dict(out / "checkpoint.pt")
+    checkpoint["config"]["lr"] = checkpoint["run"]["lr"] = 1e35
+    save_state_dict(out / "checkpoint.pt", checkpoint)
+    result = runner.invoke(app, ["train", str(tone_store), "--out", str(out), "--resume",
+                                 "--epochs", "2", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "diverged" in result.output and "in epoch 2" in result.output
+    assert (out / "model.pt").read_bytes() == best  # the good epoch's model, untouched
+    assert all(torch.isfinite(t).all() for t in weights(out).values())
+    assert len(history(out)) == 1
+
+
+@pytest.mark.slow
+def test_patience_stops_early_and_the_learning_rate_halves(tone_store, tmp_path, one_thread):
+    # lr 1e-12 leaves float32 weights as they are: dev accuracy never improves after epoch 1.
+    # lr_patience 2: halved after 2 and 4 bad epochs; patience 4: stop after 4 bad epochs.
+    config = TrainConfig(hidden=8, layers=1, k1=10, batch_streams=4, epochs=10, lr=1e-12,
+                         min_lr=1e-20, patience=4, lr_patience=2, tune_decoder=False,
+                         device="cpu")  # fmt: skip
+    train(tone_store, tmp_path / "m", config)
+    records = history(tmp_path / "m")
+    assert len({r["dev_frame_accuracy_61"] for r in records}) == 1
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["lr"] / 1e-12 for r in records] == pytest.approx([1, 1, 1, 0.5, 0.5])
+    assert [r["best"] for r in records] == [True, False, False, False, False]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k1,k2", [(0, 0), (5, 12)])
+def test_whole_utterance_and_longer_backprop_train_through_train(
+    tone_store, tmp_path, k1, k2, one_thread
+):
+    out = tmp_path / "m"
+    config = TrainConfig(hidden=16, layers=1, k1=k1, k2=k2, batch_streams=4, epochs=2,
+                         lr=0.02, tune_decoder=False, device="cpu")  # fmt: skip
+    trained = train(tone_store, out, config)
+    assert (trained.training["k1"], trained.training["k2"]) == (k1, max(k1, k2))
+    train_split = open_store(tone_store).split("train")
+    labelled = int(np.sum(np.asarray(train_split.labels) != NO_LABEL))
+    records = history(out)
+    assert all(r["train_frames"] == labelled for r in records)  # every frame, once an epoch
+    if k1 == 0:  # one update per batch of 4 whole utterances
+        assert records[0]["steps"] == -(-len(train_split.utterances) // 4)
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -215,7 +279,8 @@ def test_cuda_training_matches_cpu_scoring(tone_store, tmp_path, precision):
     assert result.exit_code == 0, result.output
     assert load_model(out).training["device_used"].startswith("cuda")
     best = max(r["dev_frame_accuracy_61"] for r in history(out))
-    assert best > 0.4
+    constant, _ = store_baselines(tone_store, "dev")
+    assert best > constant + 0.2, f"dev {best:.3f}: not 0.2 above always-h# ({constant:.3f})"
     from phonelabel.evaluate import evaluate
 
     on_gpu, on_cpu = (
