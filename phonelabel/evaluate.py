@@ -331,3 +331,69 @@ def _corpus_input(
         labels=labels.__getitem__,
         skipped=skipped,
     )
+
+
+# --- forced alignment ----------------------------------------------------------------------
+
+
+def evaluate_alignment(
+    model_dir: str | Path,
+    source: str | Path,
+    split: str = "test",
+    device: str = "cpu",
+    closures_merged: bool = False,
+    params: Any = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Align every utterance of ``split`` of a TIMIT-layout corpus with its transcript
+    (.TXT) and score the aligned phone boundaries against its .PHN (``metrics.
+    ALIGNMENT_SCORING``). ``closures_merged``: score closure + release as one phone."""
+    from phonelabel.align import align_file, load_aligner, read_transcript
+    from phonelabel.corpus.timit import SPLITS, assign_splits, find_utterances, read_phn
+    from phonelabel.metrics import ALIGNMENT_SCORING, AlignmentErrors, boundary_pairs
+    from phonelabel.metrics import merge_closures as merged
+
+    started = time.perf_counter()
+    source = Path(source)
+    if split not in SPLITS:
+        raise PhonelabelError(f"{source}: no split {split!r} (a corpus has: {', '.join(SPLITS)})")
+    aligner = load_aligner(model_dir, device, params=params)
+    utterances = assign_splits(find_utterances(source))[split]
+    if not utterances:
+        raise PhonelabelError(f"{source}: split {split!r} is empty (no utterances to align)")
+    errors, skipped, audio_seconds = AlignmentErrors(), [], 0.0
+    for done, utterance in enumerate(utterances, 1):
+        try:
+            if utterance.txt is None or utterance.phn is None:
+                raise PhonelabelError("no .TXT transcript or no .PHN reference beside the audio")
+            text = read_transcript(utterance.txt)  # a TextGrid's words tier plugs in here
+            alignment = align_file(utterance.audio, text, aligner)
+            reference = read_phn(utterance.phn)
+        except PhonelabelError as error:
+            skipped.append([utterance.utt_id, str(error)])
+            continue
+        hypothesis = alignment.phones
+        if closures_merged:
+            reference, hypothesis = merged(reference), merged(hypothesis)
+        errors.add(boundary_pairs(reference, hypothesis))
+        audio_seconds += alignment.duration
+        if on_progress is not None:
+            on_progress(done, len(utterances))
+    seconds = time.perf_counter() - started
+    scoring = ALIGNMENT_SCORING + (" Closures merged." if closures_merged else "")
+    return {
+        "split": split,
+        "utterances": len(utterances) - len(skipped),
+        "speakers": len({u.speaker for u in utterances}),
+        "model": str(Path(model_dir)),
+        "source": str(source),
+        "task": "forced alignment",
+        **errors.to_json(),
+        "closures_merged": closures_merged,
+        "scoring": scoring,
+        "aligner": aligner.description(),
+        "audio_seconds": round(audio_seconds, 3),
+        "seconds": round(seconds, 3),
+        "skipped": skipped,
+        "version": __version__,
+    }

@@ -2,9 +2,10 @@
 
 - ``phn``: ``start_sample end_sample phone`` per line, samples at 16 kHz (TIMIT).
 - ``textgrid``: Praat's long text format, one IntervalTier "phones" whose intervals tile
-  0..duration (gaps between segments become intervals with empty text).
+  0..duration (gaps between segments become intervals with empty text); given ``words``
+  (forced alignment), a "words" tier comes first, as MFA writes them.
 - ``json``: ``{"duration", "phone_set", "segments": [{"start", "end", "phone",
-  "confidence"}], ...metadata}``; streamed as JSON Lines, one segment object a line.
+  "confidence"}], ...metadata}`` (plus ``"word_segments"`` given ``words``); streamed as JSON Lines, one segment object a line.
 - ``csv``: header ``start,end,phone,confidence``; times in seconds.
 
 ``fold_segments`` maps labels to the 39 scoring classes; ``q`` (not a scoring class) hands
@@ -117,14 +118,21 @@ def format_segments(
     duration: float,
     metadata: dict[str, Any] | None = None,
     rate: int = PHN_RATE,
+    words: Sequence[Segment] | None = None,
 ) -> str:
     """The text of a whole output file; ``duration`` (seconds) bounds the TextGrid, ``rate``
-    is the sample rate of .PHN sample numbers."""
+    is the sample rate of .PHN sample numbers; ``words`` (TextGrid and JSON only): a word
+    tier to write beside the phones."""
     check_format(fmt)
     if fmt == "textgrid":
-        return _textgrid(segments, duration)
+        tiers = {"words": words} if words is not None else {}
+        return _textgrid({**tiers, TIER: segments}, duration)
     if fmt == "json":
         document = {"duration": round(duration, 7), **(metadata or {})}
+        if words is not None:
+            document["word_segments"] = [
+                {"start": round(w.start, 7), "end": round(w.end, 7), "word": w.phone} for w in words
+            ]
         document["segments"] = [_segment_dict(s) for s in segments]
         return json.dumps(document, indent=1) + "\n"
     header = header_line(fmt)
@@ -139,9 +147,10 @@ def write_segments(
     duration: float,
     metadata: dict[str, Any] | None = None,
     rate: int = PHN_RATE,
+    words: Sequence[Segment] | None = None,
 ) -> None:
     """Write a whole file (atomically), or to an open text stream such as ``sys.stdout``."""
-    text = format_segments(segments, fmt, duration, metadata, rate)
+    text = format_segments(segments, fmt, duration, metadata, rate, words)
     if isinstance(path_or_stream, (str, Path)):
         try:
             write_text(path_or_stream, text)
@@ -156,9 +165,7 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _textgrid(segments: Sequence[Segment], duration: float) -> str:
-    """Praat long text format; intervals tile [0, duration], gaps get empty text."""
-    end = max([duration] + [s.end for s in segments])
+def _tier_intervals(segments: Sequence[Segment], end: float) -> list[tuple[float, float, str]]:
     intervals: list[tuple[float, float, str]] = []
     position = 0.0
     for segment in segments:
@@ -168,6 +175,12 @@ def _textgrid(segments: Sequence[Segment], duration: float) -> str:
         position = segment.end
     if position < end or not intervals:
         intervals.append((position, end, ""))
+    return intervals
+
+
+def _textgrid(tiers: dict[str, Sequence[Segment]], duration: float) -> str:
+    """Praat long text format; each tier's intervals tile [0, duration], gaps get empty text."""
+    end = max([duration] + [s.end for segments in tiers.values() for s in segments])
     lines = [
         'File type = "ooTextFile"',
         'Object class = "TextGrid"',
@@ -175,22 +188,26 @@ def _textgrid(segments: Sequence[Segment], duration: float) -> str:
         "xmin = 0",
         f"xmax = {_seconds(end)}",
         "tiers? <exists>",
-        "size = 1",
+        f"size = {len(tiers)}",
         "item []:",
-        "    item [1]:",
-        '        class = "IntervalTier"',
-        f"        name = {_quote(TIER)}",
-        "        xmin = 0",
-        f"        xmax = {_seconds(end)}",
-        f"        intervals: size = {len(intervals)}",
     ]
-    for number, (start, stop, text) in enumerate(intervals, 1):
+    for tier_number, (name, segments) in enumerate(tiers.items(), 1):
+        intervals = _tier_intervals(segments, end)
         lines += [
-            f"        intervals [{number}]:",
-            f"            xmin = {_seconds(start)}",
-            f"            xmax = {_seconds(stop)}",
-            f"            text = {_quote(text)}",
+            f"    item [{tier_number}]:",
+            '        class = "IntervalTier"',
+            f"        name = {_quote(name)}",
+            "        xmin = 0",
+            f"        xmax = {_seconds(end)}",
+            f"        intervals: size = {len(intervals)}",
         ]
+        for number, (start, stop, text) in enumerate(intervals, 1):
+            lines += [
+                f"        intervals [{number}]:",
+                f"            xmin = {_seconds(start)}",
+                f"            xmax = {_seconds(stop)}",
+                f"            text = {_quote(text)}",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -204,7 +221,7 @@ _INTERVAL = re.compile(
 def read_segments(path: str | Path, fmt: str | None = None, rate: int = PHN_RATE) -> list[Segment]:
     """Segments of a file written by ``write_segments`` (``fmt`` from the extension if None).
 
-    TextGrid: the intervals of its first tier, empty ones skipped (no confidence kept).
+    TextGrid: the intervals of its "phones" tier (else its first), empty ones skipped (no confidence kept).
     PHN: any labels (61 or folded 39), sample numbers at ``rate`` (no confidence kept).
     """
     path = Path(path)
@@ -217,12 +234,7 @@ def read_segments(path: str | Path, fmt: str | None = None, rate: int = PHN_RATE
         if fmt == "phn":
             return read_wrd(path, rate=rate)  # the generic "start end label" reader
         if fmt == "textgrid":
-            body = text.split("intervals:", 1)[1]
-            return [
-                Segment(float(m["xmin"]), float(m["xmax"]), m["text"].replace('""', '"'))
-                for m in _INTERVAL.finditer(body)
-                if m["text"]
-            ]
+            return _textgrid_tier(text, TIER)
         if fmt == "json":
             document = json.loads(text)
             rows = document["segments"] if isinstance(document, dict) else document
@@ -231,6 +243,18 @@ def read_segments(path: str | Path, fmt: str | None = None, rate: int = PHN_RATE
         return [_from_row(row) for row in rows]
     except (KeyError, IndexError, ValueError, TypeError) as error:
         raise PhonelabelError(f"{path}: not a {fmt} segment file ({error})") from None
+
+
+def _textgrid_tier(text: str, name: str) -> list[Segment]:
+    """The named tier of a long-format TextGrid (the first tier when none has the name)."""
+    tiers = re.split(r"item \[\d+\]:", text)[1:]
+    chosen = next((t for t in tiers if re.search(rf'name = "{re.escape(name)}"', t)), tiers[0])
+    body = chosen.split("intervals:", 1)[1]
+    return [
+        Segment(float(m["xmin"]), float(m["xmax"]), m["text"].replace('""', '"'))
+        for m in _INTERVAL.finditer(body)
+        if m["text"]
+    ]
 
 
 def _from_row(row: dict[str, Any]) -> Segment:
