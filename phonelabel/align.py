@@ -430,8 +430,9 @@ class AlignmentDecoder:
             self.next_check = self.frames + self.params.check_every
             return self._emit(int(states[0]), t)
         pending = self.frames - self.decided
-        if pending <= self.params.max_lag:
-            self.next_check = self.frames + max(self.params.check_every, pending // 2)
+        if pending <= self.params.max_lag:  # checks thin out as the lag grows, up to max_lag
+            later = self.frames + max(self.params.check_every, pending // 2)
+            self.next_check = min(later, self.decided + self.params.max_lag + 1)
             return np.zeros(0, dtype=np.int64)
         end = self.frames - 1 - self.params.max_lag // 2
         ancestors = alive
@@ -519,14 +520,15 @@ def path_segments(
 # --- the recording ------------------------------------------------------------------------------
 
 
-def phone_priors(config: dict[str, Any]) -> np.ndarray | None:
-    """(61,) the training split's phone frequencies from a model's config.json, or None."""
-    priors = config.get("phone_priors")
-    if priors is None:
+def phone_priors(trained: Any) -> np.ndarray | None:
+    """(61,) the training split's phone frequencies stored with a model, or None."""
+    if trained.phone_priors is None:
         return None
-    priors = np.asarray(priors, dtype=np.float64)
+    priors = np.asarray(trained.phone_priors, dtype=np.float64)
     if priors.shape != (NUM_PHONES,) or not np.all(priors >= 0) or priors.sum() <= 0:
-        raise PhonelabelError("the model's phone_priors are not 61 non-negative frequencies")
+        raise PhonelabelError(
+            f"{trained.directory}: phone_priors in config.json are not 61 non-negative numbers"
+        )
     return priors / priors.sum()
 
 
@@ -534,11 +536,15 @@ def phone_priors(config: dict[str, Any]) -> np.ndarray | None:
 class Aligner:
     """A loaded model, its phone priors and the decoding parameters."""
 
-    labeller: Any  # label.Labeller
+    labeller: Any  # label.Labeller; None to align posteriors given directly
     priors: np.ndarray | None
     params: AlignParams = field(default_factory=AlignParams)
     user_lexicon: Lexicon | None = None
     guess: bool = True  # festival's letter-to-sound rules for words in no dictionary
+
+    @property
+    def feature(self) -> FeatureConfig:
+        return self.labeller.feature if self.labeller is not None else FeatureConfig()
 
     def allowed(self, phone: str) -> bool:
         """A phone the model saw in training (every phone when the priors are unknown)."""
@@ -561,10 +567,9 @@ def load_aligner(
 ) -> Aligner:
     from phonelabel.label import load_labeller
     from phonelabel.lexicon import read_dictionary
-    from phonelabel.modeldir import read_config
 
     labeller = load_labeller(model, device)
-    priors = phone_priors(read_config(labeller.trained.directory))
+    priors = phone_priors(labeller.trained)
     user = read_dictionary(dictionary) if dictionary is not None else None
     return Aligner(labeller, priors, params or AlignParams(), user, guess)
 
@@ -655,7 +660,7 @@ def align_words(
     except PhonelabelError as error:
         raise PhonelabelError(f"{source}: {error}") from None
     word_segments, phone_segments = path_segments(
-        graph, states, path, words, duration, aligner.labeller.feature
+        graph, states, path, words, duration, aligner.feature
     )
     metadata = {"words": list(words), "guessed_pronunciations": guessed}
     return Alignment(source, word_segments, phone_segments, duration, metadata)

@@ -316,10 +316,11 @@ def merge_closures(segments: Sequence) -> list:
         ):
             merged[-1] = type(segment)(previous.start, segment.end, segment.phone)
             continue
-        if segment.phone in _RELEASE_OF:
-            segment = type(segment)(segment.start, segment.end, _RELEASE_OF[segment.phone])
         merged.append(segment)
-    return merged
+    return [
+        type(s)(s.start, s.end, _RELEASE_OF[s.phone]) if s.phone in _RELEASE_OF else s
+        for s in merged
+    ]
 
 
 def _scoring_label(phone: str) -> str:

@@ -2,7 +2,7 @@
 
 ``model.pt`` holds tensors only (loaded with ``weights_only=True``); ``config.json``
 holds the model, feature and training configs, the normalisation statistics, the phone
-set and the decoder's parameters, so ``PhoneLSTM(ModelConfig(**cfg["model"]))``
+set, the decoder's parameters and the training split's phone frequencies (``phone_priors``), so ``PhoneLSTM(ModelConfig(**cfg["model"]))``
 rebuilds the network.
 """
 
@@ -35,6 +35,9 @@ class TrainedModel:
     decoder: dict[str, Any] = field(default_factory=dict)  # decode.py's tuned parameters
     training: dict[str, Any] = field(default_factory=dict)  # the options that trained it
     directory: Path | None = None
+    # (61,) frame frequency of each phone in the training split: the hybrid-HMM priors the
+    # aligner divides posteriors by. None for models written before they were stored.
+    phone_priors: list[float] | None = None
 
     @property
     def delay(self) -> int:
@@ -74,6 +77,7 @@ def config_dict(trained: TrainedModel) -> dict[str, Any]:
         "phones": list(PHONES_61),
         "decoder": trained.decoder,
         "training": trained.training,
+        **({"phone_priors": trained.phone_priors} if trained.phone_priors is not None else {}),
     }
 
 
@@ -130,4 +134,5 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
         decoder=config.get("decoder", {}),
         training=config.get("training", {}),
         directory=directory,
+        phone_priors=config.get("phone_priors"),
     )
