@@ -41,6 +41,10 @@ from phonelabel.lexicon import ARPABET_VOWELS, Lexicon, Pronunciation, normalize
 from phonelabel.phones import NUM_PHONES, PHONE_INDEX
 
 SILENCE_WORD = ""  # the word of h#/pau states (an empty interval in the words tier)
+# Silence nodes score the posterior of h# and pau together: the model calls a long pause in
+# real speech h# as often as pau (it learnt h# from leading and trailing silence). The node
+# keeps its name (h# at the ends, pau between words) in the output.
+SILENCE_CLASS = NUM_PHONES
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,10 @@ class AlignParams:
 
     min_frames: int = 3  # frames every phone lasts at least (stop releases, flaps: short_frames)
     short_frames: int = 1  # minimum for stop releases, flaps and glottal stops
-    prior_scale: float = 0.7  # exponent of the phone prior dividing the posteriors
+    prior_scale: float = 0.5  # exponent of the phone prior dividing the posteriors
     prior_floor: float = 1e-5  # phone priors are floored here before the log
     transition_penalty: float = 0.0  # log-score cost of entering a new phone
-    beam: float = 60.0  # prune states this far (log-score) below the best of the frame
+    beam: float = 400.0  # prune states this far (log-score) below the best of the frame
     check_every: int = 50  # frames between traceback convergence checks
     max_lag: int = 3000  # frames of undecided path before the best one is forced (30 s)
 
@@ -253,7 +257,7 @@ class FrameGraph:
     """
 
     node: np.ndarray  # (S,) int32 node of each state
-    phone: np.ndarray  # (S,) int64 TIMIT-61 class of each state
+    phone: np.ndarray  # (S,) int64 emission column: TIMIT-61 class, or SILENCE_CLASS
     loops: np.ndarray  # (S,) bool
     entry_cost: np.ndarray  # (S,) float64 cost of entering (first state of a chain)
     predecessors: np.ndarray  # (S, P) int32
@@ -286,7 +290,8 @@ def frame_graph(graph: PhoneGraph, params: AlignParams) -> FrameGraph:
     width = max(1, max(len(i) for i in incoming))
     predecessors = np.full((size, width), size, dtype=np.int32)
     node = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
-    phone = np.array([PHONE_INDEX[p] for p in graph.phones], dtype=np.int64)[node]
+    classes = [SILENCE_CLASS if p in ("h#", "pau") else PHONE_INDEX[p] for p in graph.phones]
+    phone = np.array(classes, dtype=np.int64)[node]  # emission column of each state
     loops = np.zeros(size, dtype=bool)
     loops[last] = True
     entry_cost = np.zeros(size)
@@ -448,11 +453,18 @@ class AlignmentDecoder:
 def emission_scores(
     log_posteriors: np.ndarray, priors: np.ndarray | None, params: AlignParams
 ) -> np.ndarray:
-    """(T, 61) log p(phone | x) -> (T, 61) scaled log-likelihoods log p(x | phone) + const."""
+    """(T, 61) log p(phone | x) -> (T, 62) scaled log-likelihoods log p(x | phone) + const;
+    column 61 (``SILENCE_CLASS``) is silence of either kind, h# or pau."""
+    silence = np.logaddexp(
+        log_posteriors[:, PHONE_INDEX["h#"]], log_posteriors[:, PHONE_INDEX["pau"]]
+    )
+    scores = np.concatenate([log_posteriors, silence[:, None]], axis=1)  # (T, 62)
     if priors is None:
-        return log_posteriors
-    log_prior = np.log(np.maximum(priors, params.prior_floor))  # (61,)
-    return log_posteriors - params.prior_scale * log_prior
+        return scores
+    floored = np.maximum(priors, params.prior_floor)
+    silence_prior = floored[PHONE_INDEX["h#"]] + floored[PHONE_INDEX["pau"]]
+    log_prior = np.log(np.append(floored, silence_prior))  # (62,)
+    return scores - params.prior_scale * log_prior
 
 
 def viterbi_align(

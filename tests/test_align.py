@@ -16,6 +16,7 @@ from phonelabel.align import (
     AlignParams,
     align_words,
     build_graph,
+    emission_scores,
     frame_graph,
     read_transcript,
 )
@@ -191,7 +192,9 @@ def test_decoder_equals_the_whole_lattice_viterbi_on_noisy_posteriors():
     prons, _ = pronounce("she had your dark suit".split(), guess=False)
     params = AlignParams(min_frames=2, beam=np.inf, check_every=7, max_lag=10**6)
     graph = frame_graph(build_graph(prons), params)
-    emissions = np.log(rng.dirichlet(np.ones(NUM_PHONES) * 0.3, size=160))
+    posteriors = np.log(rng.dirichlet(np.ones(NUM_PHONES) * 0.3, size=160))
+    priors = rng.dirichlet(np.ones(NUM_PHONES))
+    emissions = emission_scores(posteriors, priors, params)  # (160, 62)
     np.testing.assert_array_equal(
         _decode(graph, emissions, params), dense_viterbi(graph, emissions)
     )
@@ -291,7 +294,7 @@ def test_a_long_uninformative_stretch_forces_decisions_within_max_lag():
     params = AlignParams(min_frames=2, max_lag=400, check_every=50)
     graph = frame_graph(build_graph(prons), params)
     decoder = AlignmentDecoder(graph, 6000, params)
-    flat = np.log(np.full((100, NUM_PHONES), 1 / NUM_PHONES))
+    flat = emission_scores(np.log(np.full((100, NUM_PHONES), 1 / NUM_PHONES)), None, params)
     decided, most = 0, 0
     for _ in range(60):
         decided += len(decoder.push(flat))

@@ -21,7 +21,7 @@ import soundfile
 
 from phonelabel.corpus.timit import assign_splits, find_utterances, read_phn
 from phonelabel.features import frame_count, frame_labels
-from phonelabel.fileio import write_json
+from phonelabel.fileio import write_text
 from phonelabel.modeldir import CONFIG, load_model
 from phonelabel.train import phone_frequencies
 
@@ -44,7 +44,7 @@ def main(corpus: str, model_dir: str) -> None:
     path = Path(model_dir) / CONFIG
     config = json.loads(path.read_text())
     config["phone_priors"] = priors
-    write_json(path, config)
+    write_text(path, json.dumps(config, indent=1) + "\n")  # as the file was written
     print(f"{path}: phone_priors from {frames:,} train frames of {corpus}")
 
 
