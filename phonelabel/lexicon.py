@@ -47,9 +47,8 @@ _ORDINAL_ENDINGS = {"one": "first", "two": "second", "three": "third", "five": "
 
 
 def number_words(n: int) -> list[str]:
-    """Words of a non-negative integer as read aloud: 1984 -> nineteen eighty four would be
-    a year reading; we say "one thousand nine hundred eighty four" (unambiguous, and what
-    the dictionary can pronounce)."""
+    """Words of a non-negative integer: 1984 -> one thousand nine hundred eighty four (a
+    plain cardinal reading; "nineteen eighty four" needs the words in the transcript)."""
     if n < 20:
         return [_ONES[n]]
     if n < 100:
