@@ -265,6 +265,7 @@ class FrameGraph:
     to_end: np.ndarray  # (S,) int64
     initial: np.ndarray  # (S,) bool: may be the state of frame 0
     final: np.ndarray  # (S,) bool: may be the state of the last frame
+    firsts: np.ndarray  # (N,) int64 sorted: the first state of each phone
 
     @property
     def size(self) -> int:
@@ -316,7 +317,9 @@ def frame_graph(graph: PhoneGraph, params: AlignParams) -> FrameGraph:
     initial[[first[n] for n in graph.starts]] = True
     final = np.zeros(size, dtype=bool)
     final[[last[n] for n in graph.ends]] = True
-    return FrameGraph(node, phone, loops, entry_cost, predecessors, reach, to_end, initial, final)
+    return FrameGraph(
+        node, phone, loops, entry_cost, predecessors, reach, to_end, initial, final, first
+    )
 
 
 # --- 4. the decoder -----------------------------------------------------------------------------
@@ -385,15 +388,23 @@ class AlignmentDecoder:
         else:
             lo, hi = self.lo, min(g.size, int(g.reach[self.lo : self.hi].max()) + 1)
             states = np.arange(lo, hi)
-            sources = g.predecessors[lo:hi]  # (W, P)
-            entering = self.score[sources]  # (W, P)
+            # inside a phone's chain a state is entered from the one before it; only the
+            # first state of a phone has a list of predecessors to choose from
+            source = states - 1  # (W,)
+            enter = self.score[source]  # lo = 0: index -1 is the -inf sentinel
+            a, b = np.searchsorted(g.firsts, (lo, hi))
+            firsts = g.firsts[a:b]  # (K,)
+            options = g.predecessors[firsts]  # (K, P)
+            entering = self.score[options]  # (K, P)
             which = entering.argmax(axis=1)
-            enter = entering[np.arange(hi - lo), which] - g.entry_cost[lo:hi]
+            enter[firsts - lo] = entering[np.arange(len(firsts)), which]
+            source[firsts - lo] = options[np.arange(len(firsts)), which]
+            enter -= g.entry_cost[lo:hi]
             stay = np.where(g.loops[lo:hi], self.score[lo:hi], -np.inf)
             stays = stay >= enter
             new = np.maximum(stay, enter) + emission[g.phone[lo:hi]]
             new[g.to_end[lo:hi] > frames_left] = -np.inf  # cannot finish in time
-            back = np.where(stays, states, sources[np.arange(hi - lo), which]).astype(np.int32)
+            back = np.where(stays, states, source).astype(np.int32)
         best = new.max()
         if not np.isfinite(best):
             raise PhonelabelError("no path through the transcript fits the audio")
