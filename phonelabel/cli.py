@@ -571,8 +571,23 @@ def evaluate(
     labels: LabelsOption = "auto",
     phone_map: PhoneMapOption = None,
     manifest: ManifestOption = None,
+    align: Annotated[
+        bool,
+        typer.Option(
+            "--align",
+            help="Forced alignment instead: align each utterance with its transcript (.TXT, or "
+            "a TextGrid's words tier) and score the phone boundaries against its alignment.",
+        ),
+    ] = False,
+    merge_closures: Annotated[
+        bool,
+        typer.Option(
+            "--merge-closures", help="With --align: score closure + release as one phone."
+        ),
+    ] = False,
 ) -> None:
-    """Score a model on a split: frame accuracy (61 and 39 classes), PER, confusions."""
+    """Score a model on a split: frame accuracy (61 and 39 classes), PER, confusions
+    (or, with --align, forced-alignment boundary accuracy)."""
     from rich.progress import Progress
     from rich.table import Table
 
@@ -583,6 +598,10 @@ def evaluate(
         check_output_file(json_file)
     if plots is not None:
         output_directory(plots, create=False)
+    options = _corpus_options(alignments, tier, labels, phone_map, manifest)
+    if align:
+        _evaluate_alignment(model, source, split, device, merge_closures, json_file, options)
+        return
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"scoring {split}", total=None)
         result = evaluation.evaluate(
@@ -593,7 +612,7 @@ def evaluate(
             batch_utterances=batch_utterances,
             smooth=smooth,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-            options=_corpus_options(alignments, tier, labels, phone_map, manifest),
+            options=options,
         )
     report = result.to_json()
 
@@ -651,6 +670,58 @@ def evaluate(
 
         written = write_plots(report, plots)
         console.print(f"plots written: {', '.join(str(p) for p in written)}")
+
+
+def _evaluate_alignment(
+    model: Path,
+    source: Path,
+    split: str,
+    device: str,
+    merge: bool,
+    json_file: Path | None,
+    options: Any,
+) -> None:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from phonelabel import evaluate as evaluation
+    from phonelabel.fileio import write_json
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"aligning {split}", total=None)
+        report = evaluation.evaluate_alignment(
+            model,
+            source,
+            split,
+            device,
+            closures_merged=merge,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            options=options,
+        )
+    table = Table(
+        title=f"forced alignment, {report['model']} on the {split} split of {report['source']}: "
+        f"{report['utterances']} utterances, {report['speakers']} speakers",
+        title_justify="left",
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("reference boundaries", f"{report['boundaries']:,}")
+    table.add_row("  unmatched (phone deleted)", f"{report['unmatched_boundaries']:,}")
+    for ms in (10, 20, 25, 50):
+        value = report[f"within_{ms}ms"]
+        table.add_row(f"within {ms} ms", "n/a" if value is None else f"{100 * value:.1f} %")
+    mean = report["mean_absolute_error_ms"]
+    table.add_row("mean absolute error", "n/a" if mean is None else f"{mean:.1f} ms")
+    table.add_row(
+        "real-time factor", f"{report['seconds'] / max(report['audio_seconds'], 1e-9):.3f}"
+    )
+    out.print(table)
+    out.print(f"scoring: {report['scoring']}", highlight=False)
+    for utt_id, reason in report["skipped"][:5]:
+        console.print(f"[yellow]skipped[/yellow] {utt_id}: {reason}", highlight=False)
+    if json_file is not None:
+        write_json(json_file, report)
+        console.print(f"report written to {json_file}")
 
 
 def _pair(text: str | None, option: str) -> tuple[float, float] | None:
@@ -803,6 +874,88 @@ def label(
                 result.write(fmt, sys.stdout)
             if not isinstance(result, labelling.Failure) and result.plot is not None:
                 console.print(f"{result.plot}: plot", highlight=False)
+    if failed:
+        console.print(f"[red]{failed} of {len(audio)} inputs failed[/red]", highlight=False)
+        raise typer.Exit(2)
+
+
+@command
+def align(
+    audio: Annotated[
+        list[str],
+        typer.Argument(
+            help="Audio files (WAV, SPHERE, FLAC, OGG), or their transcripts (<stem>.txt, .lab, "
+            "TIMIT .TXT) with the audio beside them.",
+            show_default=False,
+        ),
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for one <input stem>.<ext> per input.")
+    ],
+    text: Annotated[
+        Optional[str],
+        typer.Option(help="The words said (every input); default: the transcript beside each."),
+    ] = None,
+    dictionary: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--dict",
+            help="Pronunciations of your own words, CMU/MFA format (WORD PH1 PH2 ...); they "
+            "take precedence over the CMU dictionary.",
+        ),
+    ] = None,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="textgrid (words + phones tiers), phn (+ .wrd), json or csv (+ .words.csv).",
+        ),
+    ] = "textgrid",
+    model: Annotated[
+        Optional[Path], typer.Option(help="Model directory (default: the shipped model).")
+    ] = None,
+    fold39: Annotated[
+        bool,
+        typer.Option("--fold39", help="Output the 39 scoring classes (q joins its neighbour)."),
+    ] = False,
+    festival: Annotated[
+        bool,
+        typer.Option(
+            "--festival/--no-festival",
+            help="Guess words in no dictionary with festival's letter-to-sound rules.",
+        ),
+    ] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Forced alignment: timed words and TIMIT phones from recordings and their transcripts.
+
+    Pronunciations from --dict, the CMU dictionary, then festival. Each dictionary phone may
+    be realised as TIMIT does (closure + release or release alone, flaps, reduced vowels,
+    syllabic consonants), with optional pauses between words; a beam-pruned Viterbi over the
+    model's prior-scaled posteriors picks the path. Long recordings use bounded memory.
+    """
+    from phonelabel import align as aligning
+    from phonelabel import formats
+    from phonelabel.label import Failure
+
+    fmt = formats.check_format(output_format)
+    output_directory(out_dir, create=False)
+    aligner = aligning.load_aligner(model, device, dictionary, festival)
+    failed = 0
+    for result in aligning.align_files(audio, aligner, out_dir, fmt, text, fold39):
+        if isinstance(result, Failure):
+            failed += 1
+            print_error(result.error)
+            continue
+        spoken = sum(1 for w in result.words if w.phone)
+        guessed = result.metadata.get("guessed_pronunciations") or []
+        note = f" (festival guessed: {', '.join(guessed)})" if guessed else ""
+        console.print(
+            f"{result.output}: {spoken} words, {len(result.phones)} phones, "
+            f"{result.duration:.2f} s{note}",
+            highlight=False,
+        )
     if failed:
         console.print(f"[red]{failed} of {len(audio)} inputs failed[/red]", highlight=False)
         raise typer.Exit(2)

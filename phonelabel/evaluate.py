@@ -22,18 +22,25 @@ from typing import Any
 import numpy as np
 
 from phonelabel import __version__
-from phonelabel.core import Reference
+from phonelabel.align import align_file, load_aligner, read_transcript
+from phonelabel.audio import read_audio
+from phonelabel.core import Reference, Utterance
 from phonelabel.corpus.source import CorpusOptions, open_corpus
+from phonelabel.corpus.textgrid import TextGridUtterance
 from phonelabel.decode import decode_frames
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig, config_differences, normalize_speaker
 from phonelabel.metrics import (
+    ALIGNMENT_SCORING,
     SCORING_CONVENTION,
+    AlignmentErrors,
     BoundaryCounts,
     EditCounts,
     boundary_counts,
+    boundary_pairs,
     confusion_61,
     fold_confusion,
+    merge_closures,
     most_confused,
     per_phone_accuracy,
     phone_errors,
@@ -326,3 +333,78 @@ def _corpus_input(
         references=references.__getitem__,
         skipped=skipped,
     )
+
+
+# --- forced alignment ----------------------------------------------------------------------
+
+
+def _transcript(utterance: Utterance) -> str:
+    """The words said: a TextGrid's words tier, or TIMIT's .TXT."""
+    if isinstance(utterance, TextGridUtterance):
+        words = utterance.word_segments()
+        if not words:
+            raise PhonelabelError(f"{utterance.alignment}: no words tier to align with")
+        return " ".join(word.phone for word in words if word.phone)
+    if utterance.transcript is None:
+        raise PhonelabelError(f"{utterance.audio}: no .TXT transcript beside it")
+    return read_transcript(utterance.transcript)
+
+
+def evaluate_alignment(
+    model_dir: str | Path,
+    source: str | Path,
+    split: str = "test",
+    device: str = "cpu",
+    closures_merged: bool = False,
+    params: Any = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    options: CorpusOptions | None = None,
+) -> dict[str, Any]:
+    """Align every utterance of ``split`` of a corpus with its transcript (TIMIT's .TXT, or
+    a TextGrid's words tier) and score the aligned phone boundaries against its alignment
+    (.PHN, or the TextGrid's phone tier) (``metrics.ALIGNMENT_SCORING``).
+    ``closures_merged``: score closure + release as one phone."""
+    source = Path(source)
+    corpus = open_corpus(source, options or CorpusOptions())
+    if split not in corpus.splits:
+        raise PhonelabelError(
+            f"{source}: no split {split!r} (a corpus has: {', '.join(corpus.splits)})"
+        )
+    aligner = load_aligner(model_dir, device, params=params)
+    utterances = corpus.splits[split]
+    if not utterances:
+        raise PhonelabelError(f"{source}: split {split!r} is empty (no utterances to align)")
+    errors, skipped, audio_seconds = AlignmentErrors(), [], 0.0
+    started = time.perf_counter()  # speed of aligning, without loading the model
+    for done, utterance in enumerate(utterances, 1):
+        try:
+            alignment = align_file(utterance.audio, _transcript(utterance), aligner)
+            reference = utterance.segments(read_audio(utterance.audio))
+        except PhonelabelError as error:
+            skipped.append([utterance.utt_id, str(error)])
+            continue
+        hypothesis = alignment.phones
+        if closures_merged:
+            reference, hypothesis = merge_closures(reference), merge_closures(hypothesis)
+        errors.add(boundary_pairs(reference, hypothesis))
+        audio_seconds += alignment.duration
+        if on_progress is not None:
+            on_progress(done, len(utterances))
+    seconds = time.perf_counter() - started
+    scoring = ALIGNMENT_SCORING + (" Closures merged." if closures_merged else "")
+    return {
+        "split": split,
+        "utterances": len(utterances) - len(skipped),
+        "speakers": len({u.speaker for u in utterances}),
+        "model": str(Path(model_dir)),
+        "source": str(source),
+        "task": "forced alignment",
+        **errors.to_json(),
+        "closures_merged": closures_merged,
+        "scoring": scoring,
+        "aligner": aligner.description(),
+        "audio_seconds": round(audio_seconds, 3),
+        "seconds": round(seconds, 3),
+        "skipped": skipped,
+        "version": __version__,
+    }

@@ -3,9 +3,10 @@
 - ``phn``: ``start_sample end_sample phone`` per line, sample numbers at the recording's
   own rate (as TIMIT's count its 16 kHz samples).
 - ``textgrid``: Praat's long text format, one IntervalTier "phones" whose intervals tile
-  0..duration (gaps between segments become intervals with empty text).
+  0..duration (gaps between segments become intervals with empty text); given ``words``
+  (forced alignment), a "words" tier comes first, as MFA writes them.
 - ``json``: ``{"duration", "phone_set", "segments": [{"start", "end", "phone",
-  "confidence"}], ...metadata}``; streamed as JSON Lines, one segment object a line.
+  "confidence"}], ...metadata}`` (plus ``"word_segments"`` given ``words``); streamed as JSON Lines, one segment object a line.
 - ``csv``: header ``start,end,phone,confidence``; times in seconds.
 
 ``fold_segments`` maps labels to the 39 scoring classes; ``q`` (not a scoring class) hands
@@ -119,14 +120,21 @@ def format_segments(
     duration: float,
     metadata: dict[str, Any] | None = None,
     rate: int = SAMPLE_RATE,
+    words: Sequence[Segment] | None = None,
 ) -> str:
     """The text of a whole output file; ``duration`` (seconds) bounds the TextGrid, ``rate``
-    is the sample rate of .PHN sample numbers."""
+    is the sample rate of .PHN sample numbers; ``words`` (TextGrid and JSON only): a word
+    tier to write beside the phones."""
     check_format(fmt)
     if fmt == "textgrid":
-        return _textgrid(segments, duration)
+        tiers = {"words": words} if words is not None else {}
+        return _textgrid({**tiers, TIER: segments}, duration)
     if fmt == "json":
         document = {"duration": round(duration, 7), **(metadata or {})}
+        if words is not None:
+            document["word_segments"] = [
+                {"start": round(w.start, 7), "end": round(w.end, 7), "word": w.phone} for w in words
+            ]
         document["segments"] = [_segment_dict(s) for s in segments]
         return json.dumps(document, indent=1) + "\n"
     header = header_line(fmt)
@@ -141,9 +149,10 @@ def write_segments(
     duration: float,
     metadata: dict[str, Any] | None = None,
     rate: int = SAMPLE_RATE,
+    words: Sequence[Segment] | None = None,
 ) -> None:
     """Write a whole file (atomically), or to an open text stream such as ``sys.stdout``."""
-    text = format_segments(segments, fmt, duration, metadata, rate)
+    text = format_segments(segments, fmt, duration, metadata, rate, words)
     if isinstance(path_or_stream, (str, Path)):
         try:
             write_text(path_or_stream, text)
@@ -154,18 +163,24 @@ def write_segments(
         path_or_stream.flush()
 
 
-def _textgrid(segments: Sequence[Segment], duration: float) -> str:
-    """Praat long text format, written by praatio: one interval tier whose intervals tile
+def _textgrid(tiers: dict[str, Sequence[Segment]], duration: float) -> str:
+    """Praat long text format, written by praatio: each tier's intervals tile
     [0, duration]; gaps get empty text."""
-    end = max([duration] + [s.end for s in segments])
-    tier = {
-        "class": "IntervalTier",
-        "name": TIER,
+    end = max([duration] + [s.end for segments in tiers.values() for s in segments])
+    grid = {
         "xmin": 0.0,
         "xmax": end,
-        "entries": [(s.start, s.end, s.phone) for s in segments],
+        "tiers": [
+            {
+                "class": "IntervalTier",
+                "name": name,
+                "xmin": 0.0,
+                "xmax": end,
+                "entries": [(s.start, s.end, s.phone) for s in segments],
+            }
+            for name, segments in tiers.items()
+        ],
     }
-    grid = {"xmin": 0.0, "xmax": end, "tiers": [tier]}
     return textgrid_io.getTextgridAsStr(
         grid, "long_textgrid", includeBlankSpaces=True, minTimestamp=0.0, maxTimestamp=end
     )
@@ -179,7 +194,7 @@ def read_segments(
 ) -> list[Segment]:
     """Segments of a file written by ``write_segments`` (``fmt`` from the extension if None).
 
-    TextGrid: the intervals of its first tier, empty ones skipped (no confidence kept).
+    TextGrid: the intervals of its "phones" tier (else its first), empty ones skipped (no confidence kept).
     PHN: any labels (61 or folded 39), sample numbers at ``rate`` (no confidence kept).
     """
     path = Path(path)
@@ -192,7 +207,7 @@ def read_segments(
         if fmt == "phn":
             return read_wrd(path, rate=rate)  # the generic "start end label" reader
         if fmt == "textgrid":
-            return _read_textgrid(text)
+            return _textgrid_tier(text, TIER)
         if fmt == "json":
             document = json.loads(text)
             rows = document["segments"] if isinstance(document, dict) else document
@@ -203,11 +218,14 @@ def read_segments(
         raise PhonelabelError(f"{path}: not a {fmt} segment file ({error})") from None
 
 
-def _read_textgrid(text: str) -> list[Segment]:
+def _textgrid_tier(text: str, name: str) -> list[Segment]:
+    """The named tier of a TextGrid (the first tier when none has the name), empty
+    intervals skipped."""
     try:
-        tier = textgrid_io.parseTextgridStr(text, includeEmptyIntervals=False)["tiers"][0]
+        tiers = textgrid_io.parseTextgridStr(text, includeEmptyIntervals=False)["tiers"]
     except errors.PraatioException as error:
         raise ValueError(str(error)) from None
+    tier = next((t for t in tiers if t["name"] == name), tiers[0])
     return [Segment(float(e[0]), float(e[1]), str(e[2])) for e in tier["entries"]]
 
 

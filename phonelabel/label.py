@@ -139,22 +139,38 @@ class Labelled:
         write_segments(self.segments, fmt, path_or_stream, self.duration, self.metadata, rate)
 
 
-def label_file(
-    path: str | Path,
-    labeller: Labeller,
+@dataclass
+class RecordingFeatures:
+    """A recording's raw feature blocks and how to normalise them (``recording_features``)."""
+
+    stream: FeatureStream  # made the blocks: frames and samples seen so far
+    blocks: Iterator[np.ndarray]  # raw (n, D) feature blocks, in order
+    mean: np.ndarray  # (D,) normalisation
+    std: np.ndarray
+    normalization: str  # what the mean and std are, for the output's metadata
+
+    def normalized(self) -> Iterator[np.ndarray]:
+        return (normalize(block, self.mean, self.std) for block in self.blocks)
+
+
+def recording_features(
+    audio: AudioFile,
+    config: FeatureConfig,
+    prior: dict[str, Any],
     on_progress: Progress | None = None,
     block_seconds: float = BLOCK_SECONDS,
     cache_seconds: float = CACHE_SECONDS,
-) -> Labelled:
-    """Label one audio file in blocks.
+) -> RecordingFeatures:
+    """One recording's features in blocks (bounded memory), normalised by
+    ``features.normalization_stats`` with ``prior`` (a model's statistics): label and align
+    read recordings through here.
 
-    A speaker-normalised model needs the recording's statistics first: pass one featurizes
-    the file and sums; pass two labels, from the first pass's features when the file is at
-    most ``cache_seconds`` long (39-dim features take 9.4 MB per 10 min), else featurizing
-    again.
+    A speaker-normalised model needs the recording's statistics first (a recording is one
+    speaker): pass one featurizes the file and sums; pass two reads the first pass's
+    features when the file is at most ``cache_seconds`` long (39-dim features take 9.4 MB
+    per 10 min), else featurizes it again. ``on_progress(done, total)`` counts seconds of
+    audio over both passes.
     """
-    audio = AudioFile(path)
-    config = labeller.feature
     if frame_count(int(audio.seconds * SAMPLE_RATE), config) == 0:
         raise PhonelabelError(
             f"{audio.path}: audio is shorter than one frame ({audio.seconds * 1000:.1f} ms; "
@@ -164,53 +180,70 @@ def label_file(
     total = audio.seconds * (2 if speaker else 1)
     done = 0.0
 
-    def reported(blocks: Iterable[np.ndarray], seconds_per_row: float) -> Iterator[np.ndarray]:
+    def reported(
+        blocks: Iterable[np.ndarray], seconds_per_row: float, last: bool
+    ) -> Iterator[np.ndarray]:
         nonlocal done
         for block in blocks:
             yield block
             done += len(block) * seconds_per_row
             if on_progress is not None:
                 on_progress(min(done, total), total)
+        if on_progress is not None and last:  # frames stop short of the last samples
+            on_progress(total, total)
 
-    def first_pass() -> tuple[FeatureStream, Iterator[np.ndarray]]:
+    def first_pass(last: bool) -> tuple[FeatureStream, Iterator[np.ndarray]]:
         stream = FeatureStream(config)
-        return stream, stream.frames(reported(audio.blocks(block_seconds), 1 / SAMPLE_RATE))
+        samples = reported(audio.blocks(block_seconds), 1 / SAMPLE_RATE, last)
+        return stream, stream.frames(samples)
 
-    features, raw = first_pass()
-    moments = None
-    if speaker:  # a recording is one speaker: its own statistics, two passes
-        cache: list[np.ndarray] | None = [] if audio.seconds <= cache_seconds else None
-        moments = Moments()
-        for block in raw:
-            moments.add(block, config)
-            if cache is not None:
-                cache.append(block)
-        if cache is None:
-            features, raw = first_pass()
-        else:
-            raw = reported(cache, config.hop_length / config.sample_rate)
-        normalization = "speaker (this recording, blended with the model's prior)"
+    stream, raw = first_pass(last=not speaker)
+    if not speaker:
+        mean, std = normalization_stats(config, prior)
+        return RecordingFeatures(stream, raw, mean, std, "global")
+    cache: list[np.ndarray] | None = [] if audio.seconds <= cache_seconds else None
+    moments = Moments()
+    for block in raw:
+        moments.add(block, config)
+        if cache is not None:
+            cache.append(block)
+    if cache is None:
+        stream, raw = first_pass(last=True)
     else:
-        normalization = "global"
-    mean, std = normalization_stats(config, labeller.trained.stats, moments)
+        raw = reported(cache, config.hop_length / config.sample_rate, last=True)
+    mean, std = normalization_stats(config, prior, moments)
+    described = "speaker (this recording, blended with the model's prior)"
+    return RecordingFeatures(stream, raw, mean, std, described)
+
+
+def label_file(
+    path: str | Path,
+    labeller: Labeller,
+    on_progress: Progress | None = None,
+    block_seconds: float = BLOCK_SECONDS,
+    cache_seconds: float = CACHE_SECONDS,
+) -> Labelled:
+    """Label one audio file in blocks (``recording_features``)."""
+    audio = AudioFile(path)
+    features = recording_features(
+        audio, labeller.feature, labeller.trained.stats, on_progress, block_seconds, cache_seconds
+    )
     segments = list(
         segment_stream(
-            raw,
-            features,
+            features.blocks,
+            features.stream,
             labeller,
-            lambda block: normalize(block, mean, std),
+            lambda block: normalize(block, features.mean, features.std),
             str(audio.path),
             check_every=100,
         )
     )
-    if on_progress is not None:
-        on_progress(total, total)
     metadata = {
         "source": str(audio.path),
         "source_sample_rate": audio.source_rate,
-        "normalization": normalization,
+        "normalization": features.normalization,
     }
-    duration = features.samples / SAMPLE_RATE
+    duration = features.stream.samples / SAMPLE_RATE
     return Labelled(str(audio.path), segments, duration, metadata=metadata)
 
 

@@ -24,12 +24,12 @@ Every function works on class-index arrays: 61-class indices into ``PHONES_61`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from phonelabel.features import NO_LABEL  # a frame in a gap between segments
-from phonelabel.phones import FOLD_INDEX, NUM_PHONES, PHONE_INDEX, PHONES_39
+from phonelabel.phones import FOLD_39, FOLD_INDEX, NUM_PHONES, PHONE_INDEX, PHONES_39
 
 NUM_PHONES_39 = len(PHONES_39)
 SCORING_CONVENTION = (
@@ -293,3 +293,111 @@ def boundary_counts(
 def _fraction(numerator: int, denominator: int) -> float | None:
     """numerator / denominator, or None when nothing was counted (never a fake 0 or 1)."""
     return numerator / denominator if denominator else None
+
+
+# --- forced alignment: boundaries of two phone strings --------------------------------------
+
+ALIGN_TOLERANCES_MS = (10, 20, 25, 50)
+ALIGNMENT_SCORING = (
+    "reference and aligned phones are matched as strings first (Levenshtein alignment; a "
+    "pair is equal when the phones fold to the same 39-class label, q counting as itself); "
+    "each reference boundary (the start of a reference phone after the first) is paired with "
+    "the start of the aligned phone matched or substituted to that reference phone; a "
+    "reference phone left unmatched (deleted) gives a boundary outside every tolerance, "
+    "excluded from the mean error. With closures merged, a closure + release pair (bcl b, "
+    "tcl ch, ...) is one phone on both sides, as MFA labels stops, and a lone closure "
+    "counts as its stop."
+)
+_RELEASE_OF = {"bcl": "b", "dcl": "d", "gcl": "g", "pcl": "p", "tcl": "t", "kcl": "k"}
+
+
+def merge_closures(segments: Sequence) -> list:
+    """Closure + release -> one segment labelled with the release (spanning both); a lone
+    closure becomes its stop (as MFA and the CMU dictionary label stops)."""
+    merged: list = []
+    for segment in segments:
+        previous = merged[-1] if merged else None
+        if (
+            previous is not None
+            and previous.phone in _RELEASE_OF
+            and (
+                segment.phone == _RELEASE_OF[previous.phone]
+                or (previous.phone, segment.phone) in (("tcl", "ch"), ("dcl", "jh"))
+            )
+        ):
+            merged[-1] = type(segment)(previous.start, segment.end, segment.phone)
+            continue
+        merged.append(segment)
+    return [
+        type(s)(s.start, s.end, _RELEASE_OF[s.phone]) if s.phone in _RELEASE_OF else s
+        for s in merged
+    ]
+
+
+def _scoring_label(phone: str) -> str:
+    folded = FOLD_39.get(phone.lower())
+    return folded if folded is not None else phone.lower()
+
+
+def boundary_pairs(reference: Sequence, hypothesis: Sequence) -> list[tuple[float, float | None]]:
+    """(reference boundary, matched aligned boundary or None) for each reference phone after
+    the first, by an edit-distance match of the two phone strings (``ALIGNMENT_SCORING``)."""
+    a = [_scoring_label(s.phone) for s in reference]
+    b = [_scoring_label(s.phone) for s in hypothesis]
+    cost = np.zeros((len(a) + 1, len(b) + 1), dtype=np.int64)
+    cost[:, 0] = np.arange(len(a) + 1)
+    cost[0, :] = np.arange(len(b) + 1)
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost[i, j] = min(
+                cost[i - 1, j - 1] + (a[i - 1] != b[j - 1]), cost[i - 1, j] + 1, cost[i, j - 1] + 1
+            )
+    partner: dict[int, int] = {}
+    i, j = len(a), len(b)
+    while i > 0 and j > 0:
+        if cost[i, j] == cost[i - 1, j - 1] + (a[i - 1] != b[j - 1]):
+            partner[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        elif cost[i, j] == cost[i - 1, j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    pairs: list[tuple[float, float | None]] = []
+    for k in range(1, len(reference)):
+        j = partner.get(k)  # matched to the first aligned phone: no boundary before it
+        pairs.append((reference[k].start, hypothesis[j].start if j is not None and j > 0 else None))
+    return pairs
+
+
+@dataclass
+class AlignmentErrors:
+    """Boundary errors of forced alignments, summed over utterances."""
+
+    errors: list[float] = field(default_factory=list)  # seconds, per matched boundary
+    unmatched: int = 0
+
+    def add(self, pairs: Sequence[tuple[float, float | None]]) -> None:
+        for reference, aligned in pairs:
+            if aligned is None:
+                self.unmatched += 1
+            else:
+                self.errors.append(abs(reference - aligned))
+
+    @property
+    def boundaries(self) -> int:
+        return len(self.errors) + self.unmatched
+
+    def within(self, milliseconds: float) -> float | None:
+        """Share of all reference boundaries with an aligned boundary that close."""
+        hits = sum(e <= milliseconds / 1000 + 1e-9 for e in self.errors)
+        return _fraction(hits, self.boundaries)
+
+    def to_json(self) -> dict:
+        errors = np.asarray(self.errors)
+        return {
+            "boundaries": self.boundaries,
+            "unmatched_boundaries": self.unmatched,
+            **{f"within_{ms}ms": self.within(ms) for ms in ALIGN_TOLERANCES_MS},
+            "mean_absolute_error_ms": float(errors.mean() * 1000) if len(errors) else None,
+            "median_absolute_error_ms": float(np.median(errors) * 1000) if len(errors) else None,
+        }

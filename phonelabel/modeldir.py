@@ -2,7 +2,7 @@
 
 ``model.pt`` holds tensors only (loaded with ``weights_only=True``); ``config.json``
 holds the model, feature and training configs, the normalisation statistics, the phone
-set and the decoder's parameters, so ``PhoneLSTM(ModelConfig(**cfg["model"]))``
+set, the decoder's parameters and the training split's phone frequencies (``phone_priors``), so ``PhoneLSTM(ModelConfig(**cfg["model"]))``
 rebuilds the network.
 """
 
@@ -41,6 +41,9 @@ class TrainedModel:
     run: dict[str, Any] = field(default_factory=dict)  # where and how it ran (store, device)
     decoder_tuning: dict[str, Any] = field(default_factory=dict)  # how the decoder was tuned
     directory: Path | None = None
+    # (61,) frame frequency of each phone in the training split: the hybrid-HMM priors the
+    # aligner divides posteriors by. None for models written before they were stored.
+    phone_priors: list[float] | None = None
 
     @property
     def delay(self) -> int:
@@ -97,6 +100,7 @@ def config_dict(trained: TrainedModel) -> dict[str, Any]:
         "decoder_tuning": trained.decoder_tuning,
         "training": trained.training,
         "run": trained.run,
+        **({"phone_priors": trained.phone_priors} if trained.phone_priors is not None else {}),
     }
 
 
@@ -180,6 +184,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
         run=config.get("run", {}),
         decoder_tuning=config.get("decoder_tuning", {}),
         directory=directory,
+        phone_priors=config.get("phone_priors"),
     )
     trained.decoder_params  # noqa: B018  (refuses unknown decoder keys now, not mid-labelling)
     return trained

@@ -363,6 +363,13 @@ def tune_decoder_on(
     }
 
 
+def phone_frequencies(labels: np.ndarray) -> list[float]:
+    """(61,) share of the labelled frames held by each phone (the aligner's priors)."""
+    labels = labels[labels != NO_LABEL].astype(np.int64)
+    counts = np.bincount(labels, minlength=NUM_PHONES)[:NUM_PHONES]
+    return [float(c) / max(1, len(labels)) for c in counts]
+
+
 def _check_labels(labels: np.ndarray, where: str) -> None:
     bad = (labels >= NUM_PHONES) & (labels != NO_LABEL)
     if bad.any():
@@ -594,6 +601,7 @@ def _train(
             **({"init_model": str(start.directory.resolve())} if start is not None else {}),
         },
         directory=out,
+        phone_priors=phone_frequencies(np.asarray(train_split.labels)),
     )
     data = SplitTensors.from_arrays(train_split.normalized_features(), train_split.labels, device)
     offsets = np.array([u.offset for u in train_split.utterances])

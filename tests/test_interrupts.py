@@ -216,7 +216,7 @@ def test_synth_stops_on_ctrl_c_and_on_sigkill_with_its_engines_and_then_resumes(
     from phonelabel.corpus.synth import _complete, plan_speakers, plan_utterances
 
     out = tmp_path / "corpus"
-    args = ("synth", str(out), "--speakers", "4", "--utterances-per-speaker", "4", "--jobs", "2")
+    args = ("synth", str(out), "--speakers", "4", "--utterances-per-speaker", "10", "--jobs", "2")
 
     def synthesising(run: subprocess.Popen):
         def condition() -> bool:
@@ -243,7 +243,7 @@ def test_synth_stops_on_ctrl_c_and_on_sigkill_with_its_engines_and_then_resumes(
 
     done = subprocess.run([*PHONELABEL, *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    plans = plan_utterances(plan_speakers(4, ("festival", "flite"), 0), 4, 0)
+    plans = plan_utterances(plan_speakers(4, ("festival", "flite"), 0), 10, 0)
     assert all(_complete(out, plan) for plan in plans)
     assert not list(out.rglob(".*.tmp")) and not (out / LOCK_FILE).exists()
 
