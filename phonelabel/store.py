@@ -473,7 +473,15 @@ def _featurize(
     names = found.store_splits
     work = [(name, u) for name in names for u in found.splits[name]]
     # full_test shares its utterances with dev and test: featurize each utterance once.
-    utterances = list({u.utt_id: u for _, u in work}.values())
+    by_id: dict[str, Any] = {}
+    for _, utterance in work:
+        seen = by_id.setdefault(utterance.utt_id, utterance)
+        if seen.audio != utterance.audio:  # e.g. one speaker folder name in TRAIN and TEST
+            raise PhonelabelError(
+                f"{utterance.audio}: its utterance id {utterance.utt_id!r} is also {seen.audio}'s"
+                " (two speakers with one name?); rename one speaker folder"
+            )
+    utterances = list(by_id.values())
     in_full_test = {u.utt_id for u in found.splits.get("full_test", [])}
     rules = {**found.info, "include_sa": include_sa}
     fingerprint = _fingerprint(corpus, utterances, config, rules)

@@ -311,3 +311,14 @@ def test_featurize_real_synthetic_speech(synth_corpus, tmp_path):
     labels = np.asarray(train.labels)
     assert len(np.unique(labels[labels != NO_LABEL])) > 20  # real phones, not one class
     assert np.all(np.isfinite(train.normalized_features()))
+
+
+def test_one_speaker_name_in_train_and_test_is_one_clear_error(tone_corpus, tmp_path):
+    """Two folders FTNA9 (TRAIN/DR1 and TEST/DR1) make the same utterance ids."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tone_corpus, corpus)
+    train_speaker = next((corpus / "TRAIN").glob("*/*"))
+    shutil.copytree(train_speaker, corpus / "TEST" / "DR1" / train_speaker.name)
+    with pytest.raises(PhonelabelError, match="rename one speaker folder"):
+        featurize(corpus, tmp_path / "feat", jobs=1)
+    assert not (tmp_path / "feat").exists()
