@@ -619,13 +619,7 @@ def evaluate(
     def percent(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f} %"
 
-    table = Table(
-        title=f"{report['model']} on the {report['split']} split of {report['source']}: "
-        f"{report['utterances']} utterances, {report['speakers']} speakers",
-        title_justify="left",
-    )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = _metric_table(report)
     table.add_row("frames scored (61 / 39)", f"{report['frames']:,} / {report['frames_39']:,}")
     table.add_row("frame accuracy, 61 phones", percent(report["frame_accuracy_61"]))
     table.add_row("frame accuracy, 39 classes", percent(report["frame_accuracy_39"]))
@@ -672,6 +666,20 @@ def evaluate(
         console.print(f"plots written: {', '.join(str(p) for p in written)}")
 
 
+def _metric_table(report: dict[str, Any], task: str = "") -> Any:
+    """A two-column rich table titled with what an evaluate report scored."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{task}{report['model']} on the {report['split']} split of {report['source']}: "
+        f"{report['utterances']} utterances, {report['speakers']} speakers",
+        title_justify="left",
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    return table
+
+
 def _evaluate_alignment(
     model: Path,
     source: Path,
@@ -682,7 +690,6 @@ def _evaluate_alignment(
     options: Any,
 ) -> None:
     from rich.progress import Progress
-    from rich.table import Table
 
     from phonelabel import evaluate as evaluation
     from phonelabel.fileio import write_json
@@ -698,13 +705,7 @@ def _evaluate_alignment(
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             options=options,
         )
-    table = Table(
-        title=f"forced alignment, {report['model']} on the {split} split of {report['source']}: "
-        f"{report['utterances']} utterances, {report['speakers']} speakers",
-        title_justify="left",
-    )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = _metric_table(report, "forced alignment, ")
     table.add_row("reference boundaries", f"{report['boundaries']:,}")
     table.add_row("  unmatched (phone deleted)", f"{report['unmatched_boundaries']:,}")
     for ms in (10, 20, 25, 50):
