@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from praatio.utilities import textgrid_io
 
 from phonelabel.audio import Audio
 from phonelabel.core import Segment, Utterance
@@ -177,8 +178,6 @@ def _choose_tier(path: Path, names: list[str], wanted: str | None) -> str:
 def read_alignment(path: str | Path, tier: str | None = None) -> Alignment:
     """Parse a TextGrid and check its phone tier: an interval tier, not empty, intervals in
     order without overlap (gaps allowed). Raises PhonelabelError naming the file."""
-    from praatio.utilities import textgrid_io  # deferred: only TextGrid corpora need it
-
     path = Path(path)
     text = _decode(path)
     if not re.search(r'Object class\s*=\s*"TextGrid"', text[:500]):
