@@ -219,15 +219,11 @@ class SplitTensors:
     def from_arrays(cls, features: np.ndarray, labels: np.ndarray, device) -> SplitTensors:
         targets = labels.astype(np.int64)
         targets[labels == NO_LABEL] = -1
+        features = np.asarray(features, np.float32)
+        if not features.flags.writeable:  # a memmap: torch.from_numpy wants a writable array
+            features = np.array(features)
         return cls(
-            torch.cat(
-                [
-                    torch.from_numpy(
-                        np.array(features, np.float32)
-                    ),  # a copy: memmaps are read-only
-                    torch.zeros(1, features.shape[1]),
-                ]
-            ).to(device),
+            torch.cat([torch.from_numpy(features), torch.zeros(1, features.shape[1])]).to(device),
             torch.cat([torch.from_numpy(targets), torch.tensor([-1])]).to(device),
         )
 
