@@ -128,7 +128,30 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             raise PhonelabelError(f"{path}: missing {key!r}; not a phonelabel model config")
     if tuple(config["phones"]) != PHONES_61:
         raise PhonelabelError(f"{path}: phone set differs from the 61 TIMIT phones")
-    return config
+    return _upgraded(config)
+
+
+# phonelabel 0.1.0 kept how the decoder was tuned inside "decoder", and where the run ran
+# inside "training"; from 0.2.0 they have sections of their own, so every section reads
+# back into its dataclass
+_DECODER_TUNING_0_1 = ("tuned_on", "dev_phone_error_rate_39", "dev_phone_error_rate_39_argmax")
+_RUN_0_1 = ("features", "device_used")
+
+
+def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
+    """A 0.1.0 model's config.json in this version's layout (nothing else changes)."""
+    if "run" in config or "decoder_tuning" in config:
+        return config
+    decoder, training = dict(config.get("decoder", {})), dict(config.get("training", {}))
+    tuning = {k: decoder.pop(k) for k in _DECODER_TUNING_0_1 if k in decoder}
+    run = {k: training.pop(k) for k in _RUN_0_1 if k in training}
+    return {
+        **config,
+        "decoder": decoder,
+        "decoder_tuning": tuning,
+        "training": training,
+        "run": run,
+    }
 
 
 def _check_shapes(path: Path, model: ModelConfig, state: dict[str, torch.Tensor]) -> None:

@@ -354,3 +354,24 @@ def test_a_config_that_does_not_fit_the_weights_is_refused_before_building(
     assert result.exit_code == 2 and "does not fit model.pt" in result.output
     assert "Traceback" not in result.output
     assert time.perf_counter() - started < 30
+
+
+def test_a_model_written_by_0_1_0_still_loads(tone_model, tmp_path):
+    """0.1.0 kept the decoder's tuning results in "decoder" and the run's store and device in
+    "training"; they are read into their own sections, not refused or dropped."""
+    import shutil
+
+    from phonelabel.config import TrainConfig
+    from phonelabel.modeldir import load_model
+
+    out = tmp_path / "old"
+    shutil.copytree(tone_model, out)
+    config = json.loads((out / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k not in ("run", "decoder_tuning")}
+    old["decoder"] = {**config["decoder"], **config["decoder_tuning"]}
+    old["training"] = {**config["training"], **config["run"]}
+    (out / "config.json").write_text(json.dumps(old))
+    trained = load_model(out)
+    assert trained.decoder == config["decoder"]
+    assert trained.decoder_tuning == config["decoder_tuning"] and trained.run == config["run"]
+    assert TrainConfig(**trained.training) == TrainConfig(**config["training"])
