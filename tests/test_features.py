@@ -166,10 +166,15 @@ def test_speaker_stats_blend_with_the_global_prior():
     mean, std = speaker_stats(speaker[:0], prior)  # no frames: the prior
     np.testing.assert_allclose(mean, 0.0)
     np.testing.assert_allclose(std, 1.0)
-    # 90 frames of a constant (a short sound): the mean mostly its own, the std stays sane
-    mean, std = speaker_stats(np.full((90, 2), 5.0, dtype=np.float32), prior)
+    # 90 frames swinging 4 <-> 6 (a short sound): the mean mostly its own, the std sane
+    swinging = 5.0 + np.resize([1.0, -1.0], (90, 1)) * np.ones((1, 2))
+    mean, std = speaker_stats(swinging.astype(np.float32), prior)
     np.testing.assert_allclose(mean, 4.5)
-    np.testing.assert_allclose(std, np.sqrt((90 * 0.5**2 + 100) / 190))
+    np.testing.assert_allclose(std, np.sqrt((90 * 1.0 + 90 * 0.5**2 + 100) / 190))
+    # 90 frames of a constant (a steady hum): no energy swing, so the prior alone
+    mean, std = speaker_stats(np.full((90, 2), 5.0, dtype=np.float32), prior)
+    np.testing.assert_allclose(mean, 0.0)
+    np.testing.assert_allclose(std, 1.0)
 
 
 def test_a_speaker_without_enough_signal_is_normalised_by_the_prior_alone():

@@ -485,8 +485,13 @@ def test_label_plot_and_plot_command_write_pngs(tmp_path, tone_corpus, tone_mode
 
 @pytest.mark.parametrize(
     "silence",
-    [np.zeros(3 * RATE), np.random.default_rng(0).standard_normal(3 * RATE) * 10 ** (-75 / 20)],
-    ids=["digital-zero", "noise-at-minus-75-dBFS"],
+    [np.zeros(3 * RATE)]
+    + [np.random.default_rng(0).standard_normal(3 * RATE) * 10 ** (db / 20) for db in (-75, -55)],
+    ids=[
+        "digital-zero",
+        "noise-at-minus-75-dBFS",
+        "noise-at-minus-55-dBFS",
+    ],
 )
 def test_silence_is_labelled_h_sharp_by_the_shipped_model(tmp_path, silence):
     """Per-recording normalisation must not blow a silent recording's noise floor up into
