@@ -62,10 +62,10 @@ class TrainConfig:
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
             raise PhonelabelError(f"unknown training options {', '.join(unknown)}")
+        # lr = 0 or k2 = 0 ask for "the default", which this run resolved already
+        changes = {k: v for k, v in changes.items() if not (k in ("lr", "k2") and not v)}
         for name, value in changes.items():
             if name not in RESUME_SAFE and value != getattr(self, name):
-                if name in ("lr", "k2") and not value:  # 0: "the default", as resolved
-                    continue
                 raise PhonelabelError(
                     f"a resumed run keeps its {name} ({getattr(self, name)!r}); {value!r} was "
                     f"given (only {', '.join(sorted(RESUME_SAFE))} may change): start a new "

@@ -289,7 +289,8 @@ class _JoinedSplits:
 def _all_splits(store: Any, prior: dict[str, Any]) -> _JoinedSplits:
     """Every utterance of the store once: train, dev and test (full_test repeats dev+test)."""
     names = [n for n in ("train", "dev", "test") if n in store.split_names]
-    return _JoinedSplits([store.split(name, prior=prior) for name in names])
+    moments = store.speaker_moments(names)  # a speaker split by utterance spans the splits
+    return _JoinedSplits([store.split(name, prior, moments) for name in names])
 
 
 def _corpus_input(

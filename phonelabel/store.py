@@ -110,9 +110,36 @@ class FeatureStore:
     split_names: list[str]
     info: dict[str, Any]  # the whole store.json
 
-    def split(self, name: str, prior: dict[str, Any] | None = None) -> SplitData:
+    def speaker_moments(self, names: list[str]) -> dict[str, Moments]:
+        """Each speaker's moments over the splits ``names`` together."""
+        total: dict[str, Moments] = {}
+        for name in names:
+            for speaker, data in self._moments(name).items():
+                part = Moments.from_dict(data)
+                seen = total.setdefault(speaker, Moments())
+                seen.count += part.count
+                seen.total = seen.total + part.total
+                seen.squares = seen.squares + part.squares
+                seen.signal += part.signal
+        return total
+
+    def _moments(self, name: str) -> dict[str, Any]:
+        path = self.path / name / SPEAKERS_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise PhonelabelError(f"{path}: unreadable ({error})") from None
+
+    def split(
+        self,
+        name: str,
+        prior: dict[str, Any] | None = None,
+        moments: dict[str, Moments] | None = None,
+    ) -> SplitData:
         """A split memory-mapped, normalised by ``config.normalization`` with ``prior`` (a
-        model's statistics; default: the store's own) as the global statistics."""
+        model's statistics; default: the store's own) as the global statistics, and each
+        speaker by its moments in this split (or in ``moments``: several splits read as
+        one, where a speaker spans them)."""
         if name not in self.split_names:
             raise PhonelabelError(
                 f"{self.path}: no split {name!r} (has {', '.join(self.split_names)})"
@@ -122,7 +149,6 @@ class FeatureStore:
             raw = np.load(directory / "features.npy", mmap_mode="r")
             labels = np.load(directory / "labels.npy", mmap_mode="r")
             utterances = _read_tsv(directory / "utterances.tsv")
-            moments = json.loads((directory / SPEAKERS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise PhonelabelError(f"{directory}: unreadable split ({error})") from None
         frames = sum(u.frames for u in utterances)
@@ -133,10 +159,10 @@ class FeatureStore:
                 " re-run featurize --force"
             )
         prior = self.stats if prior is None else prior
-        stats = {
-            speaker: normalization_stats(self.config, prior, Moments.from_dict(data))
-            for speaker, data in moments.items()
-        }
+        if moments is None:
+            moments = {k: Moments.from_dict(v) for k, v in self._moments(name).items()}
+        speakers = {u.speaker for u in utterances}
+        stats = {s: normalization_stats(self.config, prior, moments[s]) for s in speakers}
         return SplitData(name, raw, labels, utterances, stats)
 
 

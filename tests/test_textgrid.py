@@ -463,3 +463,20 @@ def _fbank():
     from phonelabel.features import FeatureConfig
 
     return FeatureConfig(kind="fbank")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL.is_dir(), reason="the shared real recordings are not here")
+def test_store_split_all_scores_as_the_tree_for_a_speaker_spanning_splits(tmp_path):
+    """One speaker split by utterance over train/dev/test: ``--split all`` of the store must
+    normalise the speaker over all of them, as evaluating the tree does."""
+    from phonelabel.evaluate import evaluate
+    from phonelabel.modeldir import default_model_dir
+    from phonelabel.store import featurize
+
+    featurize(REAL, tmp_path / "feat", jobs=1)
+    from_store = evaluate(default_model_dir(), tmp_path / "feat", split="all")
+    from_tree = evaluate(default_model_dir(), REAL, split="all")
+    assert from_store.frames == from_tree.frames > 7000
+    assert abs(from_store.frame_accuracy_61 - from_tree.frame_accuracy_61) < 1e-3
+    assert abs(from_store.frame_accuracy_39 - from_tree.frame_accuracy_39) < 1e-3
