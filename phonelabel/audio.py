@@ -81,6 +81,8 @@ def _check_samples(path: Path, samples: np.ndarray) -> np.ndarray:
 
 def open_audio(path: Path) -> soundfile.SoundFile:
     """The file opened by libsndfile, its header checked (exists, not truncated, not empty)."""
+    if path.is_dir():
+        raise PhonelabelError(f"{path}: is a directory, not an audio file")
     if not path.is_file():
         raise PhonelabelError(f"{path}: no such audio file")
     try:

@@ -81,4 +81,9 @@ def dataclass_from_dict(cls: type[Config], data: dict[str, Any], where: str) -> 
     unknown = sorted(set(data) - known)
     if unknown:
         raise PhonelabelError(f"{where}: unknown keys {', '.join(unknown)}")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except PhonelabelError as error:  # a value its own checks refuse
+        raise PhonelabelError(f"{where}: {error}") from None
+    except TypeError as error:  # a key it needs is missing
+        raise PhonelabelError(f"{where}: {error}") from None

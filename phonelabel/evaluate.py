@@ -32,6 +32,7 @@ from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig, config_differences, normalize_speaker
 from phonelabel.metrics import (
     ALIGNMENT_SCORING,
+    CLOSURES_MERGED,
     SCORING_CONVENTION,
     AlignmentErrors,
     BoundaryCounts,
@@ -392,7 +393,7 @@ def evaluate_alignment(
         if on_progress is not None:
             on_progress(done, len(utterances))
     seconds = time.perf_counter() - started
-    scoring = ALIGNMENT_SCORING + (" Closures merged." if closures_merged else "")
+    scoring = ALIGNMENT_SCORING + (CLOSURES_MERGED if closures_merged else "")
     return {
         "split": split,
         "utterances": len(utterances) - len(skipped),

@@ -60,6 +60,9 @@ class FeatureConfig:
     normalization: str = "speaker"  # "speaker" (per-speaker mean/variance), "global"
 
     def __post_init__(self) -> None:
+        for name in ("sample_rate", "win_length", "hop_length", "n_mfcc", "n_mels", "n_fft"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise PhonelabelError(f"feature {name} {getattr(self, name)!r}: must be >= 1")
         if self.kind not in ("mfcc", "fbank"):
             raise PhonelabelError(f"unknown feature kind {self.kind!r} (use mfcc or fbank)")
         if self.normalization not in ("speaker", "global"):

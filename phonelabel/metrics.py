@@ -304,9 +304,11 @@ ALIGNMENT_SCORING = (
     "each reference boundary (the start of a reference phone after the first) is paired with "
     "the start of the aligned phone matched or substituted to that reference phone; a "
     "reference phone left unmatched (deleted) gives a boundary outside every tolerance, "
-    "excluded from the mean error. With closures merged, a closure + release pair (bcl b, "
-    "tcl ch, ...) is one phone on both sides, as MFA labels stops, and a lone closure "
-    "counts as its stop."
+    "excluded from the mean error."
+)
+CLOSURES_MERGED = (
+    " Closures merged: a closure + release pair (bcl b, tcl ch, ...) is one phone on both "
+    "sides, as MFA labels stops, and a lone closure counts as its stop."
 )
 _RELEASE_OF = {"bcl": "b", "dcl": "d", "gcl": "g", "pcl": "p", "tcl": "t", "kcl": "k"}
 

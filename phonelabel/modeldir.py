@@ -185,6 +185,16 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
     feature = FeatureConfig.from_dict(config["feature"], f"{where}: feature")
     if feature.sample_rate != SAMPLE_RATE:
         raise PhonelabelError(f"{where}: models of {SAMPLE_RATE} Hz audio only")
+    if model_config.input_dim != feature.dim:
+        raise PhonelabelError(
+            f"{where}: the model takes {model_config.input_dim} inputs, the features have "
+            f"{feature.dim}"
+        )
+    stats = config["normalization"]
+    for key in ("mean", "std"):
+        values = stats.get(key) if isinstance(stats, dict) else None
+        if not isinstance(values, list) or len(values) != feature.dim:
+            raise PhonelabelError(f"{where}: normalization {key} must list {feature.dim} numbers")
     state = load_state_dict(directory / WEIGHTS, device)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PhonelabelError(f"{directory / WEIGHTS}: not a state dict of tensors")

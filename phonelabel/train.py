@@ -565,7 +565,9 @@ def _train(
         dropout=config.dropout,
         delay=config.delay,
     )
-    start = _initial_model(config.init, model_config, store.config) if config.init else None
+    # a resumed run's weights come from its checkpoint; the --init model was its start only
+    starting = config.init and checkpoint is None
+    start = _initial_model(config.init, model_config, store.config) if starting else None
     _prepare_out(out, resume)  # after every check (output_lock removes the dir it made)
     if config.precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True

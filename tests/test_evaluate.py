@@ -180,8 +180,14 @@ def test_batch_size_does_not_change_the_scores(store, tmp_path):
 
 
 def test_feature_config_mismatch_names_the_fields(store, tmp_path):
+    model = random_model(tmp_path / "m", store, feature=FeatureConfig(preemphasis=0.9))
+    with pytest.raises(PhonelabelError, match=r"preemphasis: 0.9 \(model\) vs 0.97 \(store\)"):
+        evaluate(model, store, "test")
+
+
+def test_a_model_whose_inputs_do_not_fit_its_features_is_refused(store, tmp_path):
     model = random_model(tmp_path / "m", store, feature=FeatureConfig(kind="fbank"))
-    with pytest.raises(PhonelabelError, match=r"kind: 'fbank' \(model\) vs 'mfcc' \(store\)"):
+    with pytest.raises(PhonelabelError, match="takes 39 inputs, the features have 120"):
         evaluate(model, store, "test")
 
 
