@@ -21,7 +21,7 @@ import soundfile
 
 from phonelabel.corpus.timit import assign_splits, find_utterances, read_phn
 from phonelabel.features import frame_count, frame_labels
-from phonelabel.fileio import write_text
+from phonelabel.fileio import write_json
 from phonelabel.modeldir import CONFIG, load_model
 from phonelabel.train import phone_frequencies
 
@@ -29,11 +29,11 @@ from phonelabel.train import phone_frequencies
 def corpus_phone_priors(corpus: Path, config) -> tuple[list[float], int]:
     labels = []
     for utterance in assign_splits(find_utterances(corpus))["train"]:
-        if utterance.phn is None:
+        if utterance.alignment is None:
             continue
         samples = soundfile.info(str(utterance.audio)).frames
         frames = frame_count(samples, config)
-        labels.append(frame_labels(read_phn(utterance.phn, samples), frames, config))
+        labels.append(frame_labels(read_phn(utterance.alignment, samples), frames, config))
     joined = np.concatenate(labels)
     return phone_frequencies(joined), len(joined)
 
@@ -44,7 +44,7 @@ def main(corpus: str, model_dir: str) -> None:
     path = Path(model_dir) / CONFIG
     config = json.loads(path.read_text())
     config["phone_priors"] = priors
-    write_text(path, json.dumps(config, indent=1) + "\n")  # as the file was written
+    write_json(path, config)
     print(f"{path}: phone_priors from {frames:,} train frames of {corpus}")
 
 
