@@ -308,11 +308,16 @@ class Moments:
         Without ``config`` no frame is counted as signal."""
         for start in range(0, len(features), chunk):
             block = np.asarray(features[start : start + chunk], dtype=np.float64)
-            self.count += len(block)
-            self.total = self.total + block.sum(axis=0)
-            self.squares = self.squares + (block * block).sum(axis=0)
-            if config is not None:
-                self.signal += int(np.count_nonzero(carries_signal(block, config)))
+            signal = 0 if config is None else int(np.count_nonzero(carries_signal(block, config)))
+            self.merge(Moments(len(block), block.sum(axis=0), (block * block).sum(axis=0), signal))
+        return self
+
+    def merge(self, other: Moments) -> Moments:
+        """Add ``other``'s frames to these (a speaker over several splits); returns self."""
+        self.count += other.count
+        self.total = self.total + other.total
+        self.squares = self.squares + other.squares
+        self.signal += other.signal
         return self
 
     def running(self, features: np.ndarray, config: FeatureConfig) -> Moments:

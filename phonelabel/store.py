@@ -115,12 +115,7 @@ class FeatureStore:
         total: dict[str, Moments] = {}
         for name in names:
             for speaker, data in self._moments(name).items():
-                part = Moments.from_dict(data)
-                seen = total.setdefault(speaker, Moments())
-                seen.count += part.count
-                seen.total = seen.total + part.total
-                seen.squares = seen.squares + part.squares
-                seen.signal += part.signal
+                total.setdefault(speaker, Moments()).merge(Moments.from_dict(data))
         return total
 
     def _moments(self, name: str) -> dict[str, Any]:
