@@ -35,6 +35,7 @@ import numpy as np
 
 from phonelabel.audio import AudioFile
 from phonelabel.core import SAMPLE_RATE, Segment
+from phonelabel.corpus.timit import read_transcript
 from phonelabel.decode import boundary_seconds
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig, frame_count
@@ -688,24 +689,6 @@ TRANSCRIPT_SUFFIXES = (".txt", ".lab")  # any letter case; TIMIT's .TXT starts w
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph", ".nist", ".aif", ".aiff")
 
 
-def read_transcript(path: str | Path) -> str:
-    """The words of a transcript file: plain text (MFA's .lab/.txt), or TIMIT's .TXT whose
-    line starts with the utterance's first and last sample numbers."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise PhonelabelError(f"{path}: cannot read the transcript ({error.strerror})") from None
-    except UnicodeDecodeError as error:
-        raise PhonelabelError(
-            f"{path}: the transcript is not UTF-8 text (byte {error.start}); save it as UTF-8"
-        ) from None
-    fields = text.split()
-    if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
-        fields = fields[2:]
-    return " ".join(fields)
-
-
 def _sibling(path: Path, suffixes: Sequence[str]) -> Path | None:
     """A file beside ``path`` with its stem and one of ``suffixes`` (any letter case)."""
     if not path.parent.is_dir():
@@ -795,7 +778,7 @@ def align_files(
 
 def _write(result: Alignment, fmt: str, target: Path, extension: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    rate = result.metadata.get("source_sample_rate", 16000)
+    rate = result.metadata.get("source_sample_rate", SAMPLE_RATE)
     args = (result.duration, result.metadata, rate)
     if fmt in ("textgrid", "json"):
         write_segments(result.phones, fmt, target, *args, words=result.words)

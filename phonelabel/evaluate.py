@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from phonelabel import __version__
-from phonelabel.align import align_file, load_aligner, read_transcript
+from phonelabel.align import align_file, load_aligner
 from phonelabel.audio import read_audio
 from phonelabel.core import Reference, Utterance
 from phonelabel.corpus.source import CorpusOptions, open_corpus
 from phonelabel.corpus.textgrid import TextGridUtterance
+from phonelabel.corpus.timit import read_transcript
 from phonelabel.decode import decode_frames
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig, config_differences, normalize_speaker

@@ -18,9 +18,9 @@ from phonelabel.align import (
     build_graph,
     emission_scores,
     frame_graph,
-    read_transcript,
 )
 from phonelabel.cli import app
+from phonelabel.corpus.timit import read_transcript
 from phonelabel.errors import PhonelabelError
 from phonelabel.formats import read_segments
 from phonelabel.lexicon import (

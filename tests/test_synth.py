@@ -16,7 +16,13 @@ from typer.testing import CliRunner
 import phonelabel.corpus.engines as tts
 from phonelabel.cli import app
 from phonelabel.corpus import synth
-from phonelabel.corpus.timit import assign_splits, find_utterances, read_phn, read_txt, read_wrd
+from phonelabel.corpus.timit import (
+    assign_splits,
+    find_utterances,
+    read_phn,
+    read_transcript,
+    read_wrd,
+)
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX
 
@@ -59,7 +65,7 @@ def test_every_file_is_timit_format_and_phones_tile_the_audio(synth_corpus):
         assert segments[0].phone == segments[-1].phone == "h#"
         assert "h#" not in [s.phone for s in segments[1:-1]]
         words = read_wrd(u.words, n)
-        text = read_txt(u.transcript)
+        text = read_transcript(u.transcript)
         assert [w.phone for w in words] == re.findall(r"[a-z]+", text.lower())
         assert u.transcript.read_text().startswith(f"0 {n} ")
 

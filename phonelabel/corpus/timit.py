@@ -206,10 +206,19 @@ def read_wrd(
     return [Segment(s / rate, e / rate, w) for _, s, e, w in _timed_lines(path, num_samples)]
 
 
-def read_txt(path: str | Path) -> str:
-    """The prompt of a TIMIT .TXT file (``start end text``), without the sample numbers."""
-    lines = _numbered_lines(Path(path))
-    if not lines:
-        raise PhonelabelError(f"{path}: empty")
-    fields = lines[0][1]
-    return " ".join(fields[2:] if len(fields) > 2 and fields[0].isdigit() else fields)
+def read_transcript(path: str | Path) -> str:
+    """The words of a transcript file: plain text (MFA's .lab/.txt), or TIMIT's .TXT whose
+    line starts with the utterance's first and last sample numbers."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise PhonelabelError(f"{path}: cannot read the transcript ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise PhonelabelError(
+            f"{path}: the transcript is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
+    fields = text.split()
+    if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+        fields = fields[2:]
+    return " ".join(fields)
