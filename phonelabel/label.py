@@ -149,8 +149,11 @@ class RecordingFeatures:
     std: np.ndarray
     normalization: str  # what the mean and std are, for the output's metadata
 
+    def normalize(self, block: np.ndarray) -> np.ndarray:
+        return normalize(block, self.mean, self.std)
+
     def normalized(self) -> Iterator[np.ndarray]:
-        return (normalize(block, self.mean, self.std) for block in self.blocks)
+        return map(self.normalize, self.blocks)
 
 
 def recording_features(
@@ -233,7 +236,7 @@ def label_file(
             features.blocks,
             features.stream,
             labeller,
-            lambda block: normalize(block, features.mean, features.std),
+            features.normalize,
             str(audio.path),
             check_every=100,
         )
