@@ -173,6 +173,14 @@ def synth(
     speed_perturb: Annotated[
         float, typer.Option(help="Speed each utterance up or down by up to this (0.1 = 10 %).")
     ] = 0.0,
+    conditions: Annotated[
+        str,
+        typer.Option(
+            help="Recording conditions: all, none, or a comma list of vtlp (vocal tract"
+            " length per speaker), tone (room tone), room (reverberation), noise, babble,"
+            " channel (microphone), phone (telephone + mu-law), gain."
+        ),
+    ] = "all",
 ) -> None:
     """Make a synthetic TIMIT-layout corpus (festival + flite) with exact phone alignments."""
     from rich.table import Table
@@ -197,6 +205,7 @@ def synth(
             noise_snr=_pair(noise_snr, "--noise-snr"),
             speed_perturb=speed_perturb,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            conditions=conditions,
         )
     table = Table(title=f"synthetic corpus {report.out}")
     for column in ("split", "speakers", "utterances", "minutes", "voices"):
@@ -415,6 +424,16 @@ def train(
     ] = None,
     input_noise: Annotated[
         Optional[float], _train_option("input_noise", "Std of Gaussian noise added to inputs.")
+    ] = None,
+    time_mask: Annotated[
+        Optional[int],
+        _train_option(
+            "time_mask", "SpecAugment: mask up to this many frames per window (0 = off)."
+        ),
+    ] = None,
+    freq_mask: Annotated[
+        Optional[int],
+        _train_option("freq_mask", "SpecAugment: mask up to this many feature bands (0 = off)."),
     ] = None,
     patience: Annotated[
         Optional[int], _train_option("patience", "Stop after this many epochs without dev gain.")

@@ -101,11 +101,13 @@ def tone_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory) -> Path:
     """A tiny real corpus from festival + flite: 4 TRAIN + 4 TEST speakers x 3 utterances,
-    seed 0 (``synthesize(out, speakers=8, utterances_per_speaker=3, seed=0)``)."""
+    seed 0, clean (``synthesize(out, speakers=8, utterances_per_speaker=3, seed=0,
+    conditions="none")``): the engines' own audio, so label placement can be checked against
+    it; ``test_conditions.py`` covers the recording conditions the default adds."""
     from phonelabel.corpus.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth") / "corpus"
-    synthesize(out, speakers=8, utterances_per_speaker=3, seed=0, jobs=2)
+    synthesize(out, speakers=8, utterances_per_speaker=3, seed=0, jobs=2, conditions="none")
     return out
 
 

@@ -93,7 +93,9 @@ def test_resume_redoes_only_the_missing_utterance_byte_for_byte(synth_corpus, tm
     victim = sorted(copy.rglob("*.PHN"))[5]
     victim.unlink()
     (victim.parent / ".SX1.WAV.x.tmp").write_bytes(b"half-written")  # reader ignores it
-    report = synth.synthesize(copy, speakers=8, utterances_per_speaker=3, seed=0, jobs=1)
+    report = synth.synthesize(
+        copy, speakers=8, utterances_per_speaker=3, seed=0, jobs=1, conditions="none"
+    )
     assert (report.synthesized, report.resumed, report.skipped) == (1, 23, [])
     assert corpus_files(copy) == before  # stale temp file gone, PHN back, identical bytes
     assert report.splits["train"].utterances == 12
@@ -101,7 +103,9 @@ def test_resume_redoes_only_the_missing_utterance_byte_for_byte(synth_corpus, tm
 
 def test_other_settings_in_an_existing_corpus_are_refused(synth_corpus):
     with pytest.raises(PhonelabelError, match="other settings"):
-        synth.synthesize(synth_corpus, speakers=8, utterances_per_speaker=3, seed=1)
+        synth.synthesize(
+            synth_corpus, speakers=8, utterances_per_speaker=3, seed=1, conditions="none"
+        )
 
 
 @pytest.mark.slow
@@ -125,6 +129,7 @@ def test_augmentation_noise_and_speed_change_the_audio_and_keep_tiling(tmp_path)
         engines=("flite",),
         noise_snr=(10.0, 10.0),
         speed_perturb=0.1,
+        conditions="none",
     )
     assert report.synthesized == 4 and not report.skipped
     for u in find_utterances(tmp_path / "aug"):

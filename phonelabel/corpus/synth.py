@@ -32,6 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import phonelabel.corpus.engines as tts
 from phonelabel.audio import read_audio
 from phonelabel.core import SAMPLE_RATE
+from phonelabel.corpus.conditions import CONDITIONS, apply_conditions, parse_conditions
 from phonelabel.corpus.engines import SILENCES, EngineOutput, Voice, to_timit
 from phonelabel.corpus.timit import assign_splits, find_utterances, read_phn
 from phonelabel.errors import PhonelabelError
@@ -55,6 +56,11 @@ TEST_VOICES = ("festival:ked_diphone", "flite:awb")
 RATE_RANGE = (0.85, 1.2)  # duration stretch per speaker (> 1 is slower)
 F0_RANGE = (0.8, 1.25)  # factor on the voice's mean F0, where the engine can set it
 RESAMPLE_PITCH_RANGE = (0.9, 1.12)  # otherwise pitch (and formants) move by resampling
+# vtlp: every voice is resampled by a factor from this range (> 1: a shorter vocal tract,
+# higher formants, as from a man's to a woman's or a child's), and where the engine sets
+# F0 it is set so that after resampling it lands in F0_RANGE around the voice's own
+VTLP_RANGE = (0.88, 1.15)
+DEFAULT_CONDITIONS = CONDITIONS  # every recording condition (conditions.py)
 DITHER_DBFS = -70.0  # the engines emit exact digital zeros; log-energy needs none
 PROMPT_POOL = 600
 CHUNK = 5  # utterances per worker task (one festival process each)
@@ -169,8 +175,10 @@ def make_prompts(count: int = PROMPT_POOL, seed: int = 0) -> list[str]:
 # --- speakers ----------------------------------------------------------------------------
 
 
-def plan_speakers(speakers: int, engine_names: tuple[str, ...], seed: int) -> list[Speaker]:
-    """Speaker ids, parts, voices and rate/pitch, all from ``seed``."""
+def plan_speakers(
+    speakers: int, engine_names: tuple[str, ...], seed: int, vtlp: bool = False
+) -> list[Speaker]:
+    """Speaker ids, parts, voices and rate/pitch (and vocal tract length), from ``seed``."""
     if speakers < 4:
         raise PhonelabelError(f"speakers {speakers}: need at least 4 (2 TRAIN, 2 TEST)")
     train = [tts.voice(k) for k in TRAIN_VOICES if k.split(":")[0] in engine_names]
@@ -190,7 +198,12 @@ def plan_speakers(speakers: int, engine_names: tuple[str, ...], seed: int) -> li
             v = voices[(k // 2 if part == "TEST" else k) % len(voices)]
             while True:
                 rate = round(float(rng.uniform(*RATE_RANGE)), 2)
-                if v.base_f0 is not None:
+                if vtlp:
+                    resample = round(float(rng.uniform(*VTLP_RANGE)), 2)
+                    f0 = None
+                    if v.base_f0 is not None:
+                        f0 = round(v.base_f0 * float(rng.uniform(*F0_RANGE)) / resample)
+                elif v.base_f0 is not None:
                     f0, resample = round(v.base_f0 * float(rng.uniform(*F0_RANGE))), 1.0
                 else:
                     f0, resample = None, round(float(rng.uniform(*RESAMPLE_PITCH_RANGE)), 2)
@@ -225,6 +238,7 @@ class _Task:
     plans: tuple[UtterancePlan, ...]  # all of one speaker
     noise_snr: tuple[float, float] | None
     speed_perturb: float
+    conditions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,12 +264,14 @@ def _run_task(task: _Task) -> list[_Result]:
                 for i, text in enumerate(texts)
             ]
     results = []
+    spoken = [o.samples for o in outputs if not isinstance(o, str)]
     for plan, output in zip(task.plans, outputs, strict=True):
         if isinstance(output, str):
             results.append(_Result(plan, None, output))
             continue
+        others = [s for s in spoken if s is not output.samples]  # babble: the other prompts
         try:
-            results.append(_Result(plan, _write_utterance(task, plan, v, output)))
+            results.append(_Result(plan, _write_utterance(task, plan, v, output, others)))
         except ValueError as error:
             results.append(_Result(plan, None, str(error)))
     return results
@@ -273,7 +289,13 @@ def _to_samples(seconds: float, scale: float, n: int) -> int:
     return min(n, round(seconds * RATE * scale))
 
 
-def _write_utterance(task: _Task, plan: UtterancePlan, v: Voice, output: EngineOutput) -> float:
+def _write_utterance(
+    task: _Task,
+    plan: UtterancePlan,
+    v: Voice,
+    output: EngineOutput,
+    others: list[np.ndarray] = (),
+) -> float:
     """Map, augment, dither and write one utterance's four files; its length in seconds."""
     if output.rate != RATE:
         raise ValueError(f"{v.key} wrote {output.rate} Hz audio, expected {RATE}")
@@ -308,6 +330,9 @@ def _write_utterance(task: _Task, plan: UtterancePlan, v: Voice, output: EngineO
         raise ValueError("the engine gave no word timings")
 
     noisy = samples.astype(np.float64)
+    if task.conditions:  # its own RNG stream: the draws below stay as they were without
+        heard = np.random.default_rng([*plan.seed, 7])
+        noisy, _ = apply_conditions(noisy, heard, task.conditions, list(others), RATE)
     if task.noise_snr is not None:
         snr = float(rng.uniform(*task.noise_snr))
         power = float(np.mean(noisy**2)) / 10 ** (snr / 10)
@@ -376,11 +401,13 @@ def synthesize(
     noise_snr: tuple[float, float] | None = None,
     speed_perturb: float = 0.0,
     on_progress: Callable[[int, int], None] | None = None,
+    conditions: tuple[str, ...] | str = DEFAULT_CONDITIONS,
 ) -> SynthReport:
     """Make (or resume) a synthetic TIMIT-layout corpus in ``out``; see the module docstring.
 
     ``noise_snr``: add white noise at an SNR (dB) drawn per utterance from (lo, hi).
     ``speed_perturb``: play each utterance 1 ± up to this much faster (resampled).
+    ``conditions``: recording conditions (``conditions.py``): names, or "all" / "none".
     ``on_progress(done, total)`` is called as utterances finish.
     """
     with output_lock(out, "a corpus"):
@@ -394,6 +421,7 @@ def synthesize(
             noise_snr,
             speed_perturb,
             on_progress,
+            parse_conditions(conditions) if isinstance(conditions, str) else conditions,
         )
 
 
@@ -407,6 +435,7 @@ def _synthesize(
     noise_snr: tuple[float, float] | None,
     speed_perturb: float,
     on_progress: Callable[[int, int], None] | None,
+    conditions: tuple[str, ...],
 ) -> SynthReport:
     started = time.perf_counter()
     engine_names = _parse_engines(tuple(engines))
@@ -420,7 +449,8 @@ def _synthesize(
     if jobs < 1:
         raise PhonelabelError(f"jobs {jobs}: must be at least 1")
 
-    speaker_plans = plan_speakers(speakers, engine_names, seed)
+    conditions = parse_conditions(",".join(conditions) or "none")  # checked and sorted
+    speaker_plans = plan_speakers(speakers, engine_names, seed, vtlp="vtlp" in conditions)
     tts.check_voices([tts.voice(k) for k in sorted({s.voice for s in speaker_plans})])
     plans = plan_utterances(speaker_plans, utterances_per_speaker, seed)
     settings = {
@@ -430,6 +460,7 @@ def _synthesize(
         "engines": list(engine_names),
         "noise_snr": list(noise_snr) if noise_snr is not None else None,
         "speed_perturb": speed_perturb,
+        "conditions": list(conditions),
         "train_voices": [k for k in TRAIN_VOICES if k.split(":")[0] in engine_names],
         "test_voices": [k for k in TEST_VOICES if k.split(":")[0] in engine_names],
         "speaker_table": [asdict(s) for s in speaker_plans],
@@ -445,7 +476,9 @@ def _synthesize(
         by_speaker.setdefault(p.speaker.speaker_id, []).append(p)
     for group in by_speaker.values():
         for i in range(0, len(group), CHUNK):
-            tasks.append(_Task(out, tuple(group[i : i + CHUNK]), noise_snr, speed_perturb))
+            tasks.append(
+                _Task(out, tuple(group[i : i + CHUNK]), noise_snr, speed_perturb, conditions)
+            )
     done = len(plans) - len(pending)
     if on_progress:
         on_progress(done, len(plans))
