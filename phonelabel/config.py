@@ -33,6 +33,8 @@ class TrainConfig:
     clip_output: bool = False  # include the output layer in the clipped norm
     clip_value: float = 0.0  # optional element-wise clipping before the norm; 0 disables
     input_noise: float = 0.1  # std of Gaussian noise on the (unit-variance) inputs
+    time_mask: int = 0  # SpecAugment: each window of each stream loses up to this many frames
+    freq_mask: int = 0  # ... and up to this many feature bands (static + deltas); 0 = off
     patience: int = 5  # epochs without dev improvement before stopping
     lr_patience: int = 1  # epochs without dev improvement before halving the lr
     min_lr: float = 1e-6
@@ -82,6 +84,9 @@ class TrainConfig:
             raise PhonelabelError(f"unknown optimizer {self.optimizer!r} (use adam or sgd)")
         if self.precision not in ("fp32", "tf32", "bf16"):
             raise PhonelabelError(f"unknown precision {self.precision!r} (fp32, tf32 or bf16)")
+        for name in ("time_mask", "freq_mask"):
+            if getattr(self, name) < 0:
+                raise PhonelabelError(f"{name} must be >= 0")
         for name in ("hidden", "layers", "batch_streams", "epochs", "patience", "lr_patience"):
             if getattr(self, name) < 1:
                 raise PhonelabelError(f"{name} must be >= 1")

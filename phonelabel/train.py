@@ -238,11 +238,16 @@ def compute_loss(
     frames: int,
     capture_at: int,
     input_noise: float = 0.0,
+    masks: tuple[int, int, int] = (0, 0, 1),
 ) -> tuple[torch.Tensor, State, torch.Tensor]:
-    """Mean cross-entropy over the window's scored frames; returns (loss, next state, correct)."""
+    """Mean cross-entropy over the window's scored frames; returns (loss, next state, correct).
+
+    ``masks``: (time_mask, freq_mask, feature groups) for ``spec_augment``."""
     x = data.features[x_index]  # (B, W, D); index -1 is the zero padding row
-    if input_noise > 0 and model.training:
-        x = x + input_noise * torch.randn_like(x) * (x_index >= 0).unsqueeze(-1)
+    if model.training:
+        if input_noise > 0:
+            x = x + input_noise * torch.randn_like(x) * (x_index >= 0).unsqueeze(-1)
+        x = spec_augment(x, *masks)
     targets = data.labels[y_index]  # (B, W)
     if capture_at == x_index.shape[1]:  # k2 == k1: resets only at the window start
         keep = (~reset[:, 0]).to(x.dtype)[None, :, None]
@@ -257,6 +262,30 @@ def compute_loss(
     ) / max(frames, 1)
     correct = (logits.argmax(-1) == targets).sum()
     return loss, (state[0].detach(), state[1].detach()), correct
+
+
+def spec_augment(x: torch.Tensor, time_mask: int, freq_mask: int, groups: int) -> torch.Tensor:
+    """SpecAugment for streamed windows (Park et al. 2019): each stream's window (B, W, D)
+    gets one run of up to ``time_mask`` frames and one band of up to ``freq_mask`` of its
+    D / groups static features set to 0 (the normalised mean); a band covers the same
+    coefficients in every delta group. Widths and places come from torch's RNG (seeded,
+    saved in checkpoints). Labels are untouched: the model learns to bridge the gap."""
+    if time_mask <= 0 and freq_mask <= 0:
+        return x
+    streams, width, dim = x.shape
+    keep = torch.ones(streams, width, dim, dtype=torch.bool, device=x.device)
+    if time_mask > 0:
+        span = torch.randint(0, min(time_mask, width) + 1, (streams, 1), device=x.device)
+        start = (torch.rand(streams, 1, device=x.device) * (width - span + 1)).long()
+        t = torch.arange(width, device=x.device)[None, :]
+        keep &= ~((t >= start) & (t < start + span))[:, :, None]
+    if freq_mask > 0:
+        base = dim // groups
+        span = torch.randint(0, min(freq_mask, base) + 1, (streams, 1), device=x.device)
+        start = (torch.rand(streams, 1, device=x.device) * (base - span + 1)).long()
+        f = torch.arange(dim, device=x.device)[None, :] % base
+        keep &= ~((f >= start) & (f < start + span))[:, None, :]
+    return x * keep
 
 
 def clip_gradients(model: PhoneLSTM, config: TrainConfig) -> torch.Tensor:
@@ -432,9 +461,11 @@ def run_epoch(
     state: State,
     on_progress: Callable[[Progress], None] | None,
     save_checkpoint: Callable[[State], None],
+    groups: int = 1,
 ) -> State:
     """The TBPTT loop: window -> loss on the newest k1 frames -> backward -> clip -> step.
-    Returns the streams' state after the last step (what the next step would start from)."""
+    Returns the streams' state after the last step (what the next step would start from).
+    ``groups``: the features' static + delta groups (SpecAugment's bands span them all)."""
     model.train()
     meter = EpochMeter(run.totals, state[0].device)
     autocast = torch.autocast(state[0].device.type, torch.bfloat16, config.precision == "bf16")
@@ -454,6 +485,7 @@ def run_epoch(
                 frames,
                 capture_at,
                 config.input_noise,
+                (config.time_mask, config.freq_mask, groups),
             )
         if frames:  # a window of padding only (streams drained) carries state, no update
             optimizer.zero_grad(set_to_none=True)
@@ -633,6 +665,7 @@ def _train(
             stream_state,
             on_progress,
             save_checkpoint,
+            groups=1 + store.config.delta_order,
         )
         stream_state = None
         record = _end_epoch(run, model, dev_split, device)

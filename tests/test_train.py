@@ -19,6 +19,7 @@ from phonelabel.train import (
     build_schedule,
     clip_gradients,
     run_epoch,
+    spec_augment,
 )
 
 D = 5
@@ -422,3 +423,22 @@ def test_state_carried_between_windows_learns_what_a_reset_state_cannot():
     # reset each window, only a cue inside the 5-frame window helps: ~0.55 at best
     assert reset < 0.7, f"state reset each window still scored {reset:.3f}"
     assert carried > reset + 0.25, f"carried {carried:.3f} vs reset each window {reset:.3f}"
+
+
+def test_spec_augment_masks_one_run_of_frames_and_one_band_across_delta_groups():
+    torch.manual_seed(0)
+    x = torch.randn(64, 20, 39) + 5  # no feature is 0 unless masked
+    assert torch.equal(spec_augment(x, 0, 0, 3), x)
+    y = spec_augment(x, 6, 4, 3)
+    masked = y == 0
+    assert torch.equal(y[~masked], x[~masked])  # what is kept is untouched
+    frames = masked.all(dim=2)  # (B, W): whole frames zeroed
+    bands = masked.all(dim=1)  # (B, D): whole features zeroed over the window
+    for b in range(64):
+        run = frames[b].nonzero().flatten()
+        assert len(run) <= 6 and (len(run) == 0 or run[-1] - run[0] + 1 == len(run))
+        band = bands[b].nonzero().flatten()
+        static = band[band < 13]
+        assert len(static) <= 4
+        assert torch.equal(band, torch.cat([static, static + 13, static + 26]))
+    assert 0 < frames.float().mean() < 0.25 and bands.any(dim=1).float().mean() > 0.5
