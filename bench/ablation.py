@@ -3,9 +3,10 @@
 Each variant is ``NAME=STORE:OPTIONS`` (OPTIONS as `phonelabel train` takes them). Every
 model is scored on its store's test split (held-out synthetic voices) and on real speech
 (``--real``, a corpus `phonelabel evaluate` reads: by default the MFA-aligned recordings in
-../shared/realspeech/mfa, which no variant ever trains on). Results go to a JSON file, one
-record per variant, and a markdown table. A variant already in the JSON is not re-run, so an
-interrupted ablation resumes.
+../shared/realspeech/mfa, which no variant ever trains on) and, with ``--clean-test``, on
+another corpus's test split. Results go to OUT/results.json, one record per variant, and a
+markdown table. A variant already trained is not re-trained and a report already written is
+not re-made, so an interrupted ablation resumes.
 
     python bench/ablation.py --out /tmp/abl/runs --epochs 12 \\
         "base=A_feat:" "delay3=A_feat:--delay 3" "specaug=A_feat:--delay 3 --time-mask 5"
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+METRICS = ("frame_accuracy_61", "frame_accuracy_39", "phone_error_rate_39")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realspeech" / "mfa"
 
 
@@ -42,6 +44,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for models and results")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--real", default=str(REAL), help="real-speech corpus to score on")
+    parser.add_argument(
+        "--clean-test", help="also score on this corpus's test split (e.g. a clean synth corpus)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
@@ -57,32 +62,33 @@ def main() -> None:
                 run([sys.executable, "-m", "phonelabel.cli", "train", store, "--out", str(model),
                      "--epochs", str(args.epochs), "--device", "cpu", *resume,
                      *shlex.split(options)])  # fmt: skip
-            minutes = (time.perf_counter() - started) / 60
-            corpus = json.loads((Path(store) / "store.json").read_text()).get("corpus", store)
-            test = evaluate(model, corpus, "test", args.out / f"{name}.test.json")
-            real = evaluate(model, args.real, "all", args.out / f"{name}.real.json")
-            epochs = len((model / "metrics.jsonl").read_text().splitlines())
             results[name] = {
                 "store": store,
                 "options": options,
-                "epochs": epochs,
-                "train_minutes": round(minutes, 1),
-                **{f"test_{k}": test[k] for k in ("frame_accuracy_61", "frame_accuracy_39")},
-                "test_per": test["phone_error_rate_39"],
-                **{f"real_{k}": real[k] for k in ("frame_accuracy_61", "frame_accuracy_39")},
-                "real_per": real["phone_error_rate_39"],
+                "epochs": len((model / "metrics.jsonl").read_text().splitlines()),
+                "train_minutes": round((time.perf_counter() - started) / 60, 1),
             }
-            if results_path.is_file():  # another ablation may share --out: keep its rows
-                results = {**json.loads(results_path.read_text()), **results}
-            results_path.write_text(json.dumps(results, indent=1))
-    print(
-        "| variant | options | epochs | test 61 | test 39 | test PER | real 61 | real 39 | real PER |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        corpus = json.loads((Path(store) / "store.json").read_text()).get("corpus", store)
+        scored = [("test", corpus, "test"), ("real", args.real, "all")]
+        if args.clean_test:
+            scored.append(("clean", args.clean_test, "test"))
+        for key, where, split in scored:
+            report = evaluate(model, where, split, args.out / f"{name}.{key}.json")
+            for metric in METRICS:
+                results[name][f"{key}_{metric}"] = report[metric]
+        if results_path.is_file():  # another ablation may share --out: keep its rows
+            results = {**json.loads(results_path.read_text()), **results}
+        results_path.write_text(json.dumps(results, indent=1))
+    columns = [
+        (f"{key} {label}", f"{key}_{metric}")
+        for key in ("test", "real", "clean")
+        for label, metric in zip(("61", "39", "PER"), METRICS, strict=True)
+    ]
+    columns = [c for c in columns if any(c[1] in r for r in results.values())]
+    print("| variant | options | epochs | " + " | ".join(c[0] for c in columns) + " |")
+    print("| --- " * (3 + len(columns)) + "|")
     for name, r in results.items():
-        cells = [r[k] for k in ("test_frame_accuracy_61", "test_frame_accuracy_39", "test_per",
-                                "real_frame_accuracy_61", "real_frame_accuracy_39", "real_per")]  # fmt: skip
-        shown = " | ".join(f"{100 * c:.1f}" for c in cells)
+        shown = " | ".join(f"{100 * r[c[1]]:.1f}" if c[1] in r else "" for c in columns)
         print(f"| {name} | `{r['store']}: {r['options']}` | {r['epochs']} | {shown} |")
 
 
