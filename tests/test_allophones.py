@@ -125,6 +125,28 @@ def test_voiced_h_between_voiced_sounds_only_when_the_audio_is_voiced():
     assert labels("pau s/1/0 hh/1/1 aw/1/1 pau") == "pau s hh aw pau"  # after voiceless
 
 
+def test_epenthetic_silence_only_where_the_audio_is_silent_between_fricative_and_nasal():
+    spec = "pau ih/1/0 s/1/0 m/1/1 ey/1/1 pau"
+    seq = phones(spec)
+    samples = voiced(seq[-1].end)
+    samples[seq[2].start : seq[2].end] = noise(seq[2].end - seq[2].start)
+    gap = (seq[3].start - 160, seq[3].start + 160)  # 20 ms of silence across the boundary
+    samples[gap[0] : gap[1]] = 0
+    out = realize(seq, samples)
+    assert [p.label for p in out] == "pau ih s epi m ey pau".split()
+    epi = out[3]
+    assert gap[0] - 40 <= epi.start and epi.end <= gap[1] + 40 and epi.end - epi.start >= 160
+    assert out[2].end == epi.start and out[4].start == epi.end  # still tiles
+    samples[gap[0] : seq[3].start] = noise(160)  # no gap: s runs into m
+    samples[seq[3].start : gap[1]] = voiced(160)
+    assert [p.label for p in realize(seq, samples)] == "pau ih s m ey pau".split()
+    # the same silence between a vowel and m is not epi
+    seq = phones("pau ih/1/0 m/1/0 ey/1/0 pau")
+    samples = voiced(seq[-1].end)
+    samples[seq[2].start - 160 : seq[2].start + 160] = 0
+    assert "epi" not in [p.label for p in realize(seq, samples)]
+
+
 def test_fronted_u_after_coronals_and_y():
     assert labels("pau d/1/0 uw/1/0 d/1/0 pau") == "pau d ux d pau"
     assert labels("pau y/1/0 uw/1/0 pau") == "pau y ux pau"

@@ -6,8 +6,9 @@ em, en, eng, hv, ux, q or epi; unstressed "er" and "ax l" / "ax n" instead). TIM
 transcribers labelled what they heard, so ``realize`` relabels an engine phone where
 the context and its stress say TIMIT would have written an allophone and, where the
 allophone is a matter of the sound (a flap's brevity, voicing), the waveform agrees. It
-only renames segments or joins two neighbours into one; the audio is never changed, and
-the segments still tile it. Rules, in the order applied:
+renames segments, joins two neighbours into one, or cuts a silent gap out of a
+boundary (epi); the audio is never changed, and the segments still tile it. Rules, in
+the order applied:
 
 1. axr: an unstressed ``er`` (stress 0, "butter") is axr: TIMIT keeps er for stressed
    r-coloured vowels ("bird") and axr for unstressed ones; the engines speak both with
@@ -18,8 +19,9 @@ the segments still tile it. Rules, in the order applied:
    consonant (en after t d s z, em after p b f v, eng after k g), where English
    nasals are syllabic and the schwa is short; l after any consonant ("people").
 3. ax-h: a schwa between voiceless consonants ("suppose", "potato") whose waveform is
-   unvoiced (normalised autocorrelation peak at 80-400 Hz below ``VOICED``) is ax-h,
-   TIMIT's devoiced schwa. A voiced one stays ax (synthetic diphones mostly voice it).
+   unvoiced (``_voicing``, the autocorrelation peak of the segment low-passed at 1 kHz,
+   at most ``UNVOICED``) is ax-h, TIMIT's devoiced schwa. A voiced one stays ax; the
+   engines voice nearly every schwa (measured: 0.3-0.97, most above 0.5), so ax-h is rare.
 4. ix: an unstressed ``ih`` is ix; so is a schwa (ax) before a coronal consonant
    (t d n s z sh zh ch jh th dh), as TIMIT's transcribers wrote it ("roses", "the
    dog"): the coronal's high F2 transition fronts the schwa, and the engine's diphone
@@ -28,19 +30,28 @@ the segments still tile it. Rules, in the order applied:
    "party"), or word-final before a word that starts with a vowel ("get a"), becomes
    one dx segment (closure + release together) when the engine's whole stop is
    shorter than ``FLAP_MAX_S``: a flap is a single tap (TIMIT's dx: about 30 ms), a
-   longer stop in the audio keeps its closure and burst (tcl t).
+   longer stop in the audio keeps its closure and burst (tcl t). Measured in flapping
+   contexts: the kal voices speak a full 60-100 ms stop (no flap), slt and rms often
+   20-45 ms, so most dx come from them.
 6. nx: n after a vowel and before an unstressed vowel of its word ("winner") shorter
    than ``FLAP_MAX_S`` is nx, TIMIT's nasal flap.
 7. hv: hh between a voiced sound and a vowel ("ahead", "the house") is hv when its
-   waveform is voiced (autocorrelation peak at least ``VOICED``); else it stays hh.
+   waveform is voiced (``_voicing`` at least ``VOICED``); else it stays hh. Measured:
+   slt, awb and rms voice most such h (0.6-1.0); the kal voices do not (0.2-0.5).
 8. ux: uw after a coronal or y ("dude", "new", "you") is ux, TIMIT's fronted u; the
    engines' coronal-to-uw diphones carry the fronting transition.
+9. epi: where a fricative meets a sonorant (s sh z zh f th v dh, then m n l r w y:
+   "slow", "is made") and the audio within 20 ms of their boundary holds a run of 5 ms
+   windows ``EPI_DROP_DB`` below the quieter neighbour's mean energy lasting at least
+   10 ms, that run is cut out as epi (TIMIT's epenthetic silence, "often found between
+   a fricative and a semivowel or nasal"); each neighbour keeps at least 10 ms. Only a
+   real gap in the waveform makes one (the HTS voice and rms leave many, kal few).
 
 Left absent, for want of an acoustic basis in synthetic speech: q (the engines never
 glottalise: a "button" t keeps its closure and burst, a vowel-initial word its smooth
-onset), epi (diphone concatenation leaves no silent gap between s/sh and m/n), and
-nasal flaps from "n t" ("winter": the engine speaks the t's burst). eng needs "ax ng"
-word-finally after k/g, which English words almost never have.
+onset), and nasal flaps from "n t" ("winter": the engine speaks the t's burst). eng
+needs "ax ng" word-finally after k/g, which English words almost never have, and em
+"ax m" after p b f v ("-pham"), which the prompt grammar's words do not have.
 """
 
 from __future__ import annotations
@@ -59,7 +70,15 @@ SILENT = frozenset(("pau", "h#", "brth"))
 SYLLABIC = {"l": ("el", None), "m": ("em", "p b f v"), "n": ("en", "t d s z"), "ng": ("eng", "k g")}
 UX_AFTER = CORONALS | {"y", "dx", "nx"}
 FLAP_MAX_S = 0.045  # a t/d/n this short in the audio is a single tap (TIMIT dx ~30 ms)
-VOICED = 0.5  # normalised autocorrelation peak (80-400 Hz) that counts as voiced
+VOICED = 0.6  # low-passed autocorrelation peak (80-400 Hz) at least this: voiced (hv)
+UNVOICED = 0.4  # at most this: unvoiced (ax-h); in between neither label changes
+VOICING_BAND_HZ = 1000.0
+FRICATIVES = frozenset("s sh z zh f th v dh".split())
+SONORANTS = frozenset("m n l r w y".split())
+EPI_SEARCH_S = 0.02  # look this far either side of a fricative-sonorant boundary
+EPI_WINDOW = 80  # 5 ms energy windows, hop EPI_WINDOW // 2
+EPI_DROP_DB = 20.0  # a window this far below the quieter neighbour's mean energy is silent
+EPI_MIN_S = 0.01  # a silent run at least this long is epi
 
 
 class EnginePhone(NamedTuple):
@@ -79,7 +98,7 @@ def realize(phones: list[EnginePhone], samples: np.ndarray) -> list[EnginePhone]
     for i, p in enumerate(out):
         before, after = _neighbour(out, i, -1), _neighbour(out, i, 1)
         if p.label == "ax" and before in VOICELESS and after in VOICELESS:
-            if _voicing(samples, p) < VOICED:
+            if _voicing(samples, p) <= UNVOICED:
                 out[i] = p._replace(label="ax-h")
                 continue
         if (p.label == "ih" and p.stress == 0) or (p.label == "ax" and after in CORONALS):
@@ -94,7 +113,56 @@ def realize(phones: list[EnginePhone], samples: np.ndarray) -> list[EnginePhone]
                 out[i] = p._replace(label="hv")
         elif p.label == "uw" and before in UX_AFTER:
             out[i] = p._replace(label="ux")
+    return _epenthetic_silences(out, samples)
+
+
+def _epenthetic_silences(phones: list[EnginePhone], samples: np.ndarray) -> list[EnginePhone]:
+    """Cut an epi out of each fricative-sonorant boundary the audio is silent across."""
+    out: list[EnginePhone] = []
+    for i, p in enumerate(phones):
+        nxt = phones[i + 1] if i + 1 < len(phones) else None
+        if out and out[-1].label == "epi":
+            p = p._replace(start=out[-1].end)
+        if nxt is not None and p.label in FRICATIVES and nxt.label in SONORANTS:
+            gap = _silent_run(samples, p, nxt)
+            if gap is not None:
+                out += [p._replace(end=gap[0]), EnginePhone("epi", gap[0], gap[1], 0, None)]
+                continue
+        out.append(p)
     return out
+
+
+def _silent_run(
+    samples: np.ndarray, left: EnginePhone, right: EnginePhone
+) -> tuple[int, int] | None:
+    """The longest run of 5 ms windows near the boundary of ``left`` and ``right`` whose
+    energy is ``EPI_DROP_DB`` below the quieter of the two, if it lasts ``EPI_MIN_S``;
+    each neighbour keeps at least ``EPI_MIN_S`` of its own."""
+    keep, hop = round(EPI_MIN_S * RATE), EPI_WINDOW // 2
+    lo = max(left.start + keep, left.end - round(EPI_SEARCH_S * RATE))
+    hi = min(right.end - keep, right.start + round(EPI_SEARCH_S * RATE))
+    if hi - lo < keep:
+        return None
+    x = samples.astype(np.float64)
+    quiet = min(_decibels(x[left.start : left.end]), _decibels(x[right.start : right.end]))
+    starts = range(lo, hi - EPI_WINDOW + 1, hop)
+    silent = [_decibels(x[s : s + EPI_WINDOW]) <= quiet - EPI_DROP_DB for s in starts]
+    best, run_start = None, None
+    for k, (start, low) in enumerate(zip(starts, silent, strict=True)):
+        if low and run_start is None:
+            run_start = start
+        if run_start is not None and (not low or k == len(silent) - 1):
+            end = start + EPI_WINDOW if low else start - hop + EPI_WINDOW
+            if best is None or end - run_start > best[1] - best[0]:
+                best = (run_start, end)
+            run_start = None
+    if best is None or best[1] - best[0] < keep:
+        return None
+    return best
+
+
+def _decibels(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(x**2) + 1e-12))
 
 
 def _neighbour(phones: list[EnginePhone], i: int, step: int) -> str | None:
@@ -158,9 +226,12 @@ def _flaps(phones: list[EnginePhone], i: int) -> bool:
 
 
 def _voicing(samples: np.ndarray, p: EnginePhone) -> float:
-    """Peak normalised autocorrelation of the segment over 80-400 Hz lags (0: silence)."""
+    """Peak normalised autocorrelation over 80-400 Hz lags of the segment low-passed at
+    ``VOICING_BAND_HZ`` (so formants and frication do not hide the pulses; 0: silence)."""
     x = samples[p.start : p.end].astype(np.float64)
-    x = x - x.mean()
+    spectrum = np.fft.rfft(x - x.mean())
+    spectrum[np.fft.rfftfreq(len(x), 1 / RATE) > VOICING_BAND_HZ] = 0
+    x = np.fft.irfft(spectrum, len(x))
     best = 0.0
     for lag in range(RATE // 400, min(RATE // 80, len(x) // 2) + 1):
         a, b = x[:-lag], x[lag:]
