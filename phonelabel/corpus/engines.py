@@ -316,15 +316,10 @@ def _flite_words(
     return timed, stress, word_of
 
 
-def align_words(spoken: list[str], prons: list[list[str]]) -> list[int]:
-    """The word index of each spoken phone: Levenshtein alignment against the words'
-    dictionary pronunciations laid end to end (an inserted phone joins the word before)."""
-    return [w for w, _ in align_phones(spoken, prons)]
-
-
 def align_phones(spoken: list[str], prons: list[list[str]]) -> list[tuple[int, int | None]]:
-    """``align_words``, with each spoken phone's dictionary phone: (word index, index into
-    the pronunciations laid end to end, None for a phone the dictionary lacks)."""
+    """Each spoken phone's (word index, index of its dictionary phone in ``prons`` laid end
+    to end, or None): Levenshtein alignment against the words' dictionary pronunciations
+    laid end to end; an inserted phone (None) joins the word before."""
     ref = [(w, p) for w, pron in enumerate(prons) for p in pron]
     n, m = len(spoken), len(ref)
     cost = np.zeros((n + 1, m + 1), dtype=np.int32)
