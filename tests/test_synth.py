@@ -70,6 +70,21 @@ def test_every_file_is_timit_format_and_phones_tile_the_audio(synth_corpus):
         assert u.transcript.read_text().startswith(f"0 {n} ")
 
 
+def test_corpus_labels_carry_timit_allophones(synth_corpus):
+    """allophones.py on real engine output: the allophones appear (tiling is checked
+    above), and a flap is one short segment that replaced its closure and release."""
+    seen: dict[str, list[float]] = {}
+    for u in find_utterances(synth_corpus):
+        segments = read_phn(u.alignment)
+        for before, segment in zip(segments, segments[1:], strict=False):
+            seen.setdefault(segment.phone, []).append(segment.end - segment.start)
+            if segment.phone == "dx":
+                assert before.phone not in ("tcl", "dcl")
+    assert {"ix", "axr", "el", "en", "ux", "dx", "hv"} <= set(seen)
+    assert max(seen["dx"]) < 0.045
+    assert len(seen["ix"]) > len(seen.get("ax", []))  # TIMIT's ix outnumbers ax
+
+
 def test_dither_leaves_no_digital_zero_frame(synth_corpus):
     for u in find_utterances(synth_corpus):
         pcm, _ = soundfile.read(str(u.audio), dtype="int16")

@@ -3,7 +3,9 @@
 Each engine turns text into a waveform plus the phones it spoke with their end times
 (its own ARPAbet-like labels) and, where it can, word timings. festival runs once per
 batch of utterances from a generated Scheme script; flite runs once per utterance (it
-starts in milliseconds). ``to_timit`` maps engine phones to TIMIT-61 segments.
+starts in milliseconds). ``to_timit`` maps engine phones to TIMIT-61 segments, under
+TIMIT's allophone labels (``allophones.realize``) where each phone's stress and word are
+known: festival prints its syllables' stress, flite's comes from its own lexicon (t2p).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from phonelabel.corpus.allophones import EnginePhone, realize
 from phonelabel.corpus.phonemap import arpabet_table, map_segments
 from phonelabel.errors import PhonelabelError
 from phonelabel.workers import die_with_parent
@@ -63,6 +66,10 @@ class EngineOutput:
     rate: int
     phones: list[tuple[str, float]]  # (engine phone, end time in seconds), in order
     words: list[tuple[str, float, float]]  # (word, start s, end s); may miss a word
+    # per phone, parallel to ``phones``: its syllable's lexical stress (0, 1, 2) and its
+    # word's index in ``words`` (None: silence, or a phone no word claims)
+    stress: list[int] | None = None
+    word_of: list[int | None] | None = None
 
 
 def voice(key: str) -> Voice:
@@ -121,7 +128,8 @@ def _read_wave(path: Path) -> tuple[np.ndarray, int]:
 _FESTIVAL_PRELUDE = """
 (define (plabel_write utt labpath)
   (let ((fd (fopen labpath "w")))
-    (mapcar (lambda (s) (format fd "P %s %f\\n" (item.name s) (item.feat s 'end)))
+    (mapcar (lambda (s) (format fd "P %s %f %s\\n" (item.name s) (item.feat s 'end)
+                          (item.feat s "R:SylStructure.parent.stress")))
             (utt.relation.items utt 'Segment))
     (mapcar (lambda (w) (format fd "W %s %f %f\\n" (item.name w)
                (item.feat w "R:SylStructure.daughter1.daughter1.segment_start")
@@ -216,15 +224,26 @@ def _read_festival_output(workdir: Path, i: int) -> EngineOutput | None:
     lines = lab.read_text().splitlines()
     if not lines or lines[-1] != "END":
         return None
-    phones, words = [], []
+    phones, words, stress = [], [], []
     for line in lines[:-1]:
         fields = line.split()
         if fields[0] == "P":
             phones.append((fields[1], float(fields[2])))
+            stress.append(int(fields[3]) if fields[3].isdigit() else 0)
         elif fields[0] == "W" and float(fields[3]) > float(fields[2]):
             words.append((fields[1].lower(), float(fields[2]), float(fields[3])))
     samples, rate = _read_wave(wav)
-    return EngineOutput(samples, rate, phones, words)
+    word_of = [_word_at(words, end) if p not in SILENCES else None for p, end in phones]
+    return EngineOutput(samples, rate, phones, words, stress, word_of)
+
+
+def _word_at(words: list[tuple[str, float, float]], end: float) -> int | None:
+    """The word whose span holds a phone ending at ``end`` (festival's word spans are its
+    segments' own boundaries)."""
+    for w, (_, start, stop) in enumerate(words):
+        if start < end <= stop + 1e-4:
+            return w
+    return None
 
 
 # --- flite -------------------------------------------------------------------------------
@@ -257,38 +276,50 @@ def flite(v: Voice, stretch: float, f0: float | None, text: str, wav: Path) -> E
             return f"flite printed an unexpected phone token {token!r}"
         phones.append((match[1], float(match[2])))
     samples, rate = _read_wave(wav)
-    words = _flite_words(text, phones)
-    return EngineOutput(samples, rate, phones, words)
+    words, stress, word_of = _flite_words(text, phones)
+    return EngineOutput(samples, rate, phones, words, stress, word_of)
 
 
-def _flite_words(text: str, phones: list[tuple[str, float]]) -> list[tuple[str, float, float]]:
+def _flite_words(
+    text: str, phones: list[tuple[str, float]]
+) -> tuple[list[tuple[str, float, float]], list[int] | None, list[int | None] | None]:
     """Word timings for flite, which prints none: align each word's own pronunciation
     (flite's t2p, same lexicon) to the spoken phones; the context rules that change a
-    word in a sentence ("the" -> dh iy before a vowel) cost one substitution there."""
+    word in a sentence ("the" -> dh iy before a vowel) cost one substitution there.
+    Also each phone's stress (its word's vowel's digit, 0 for a reduced one and for
+    consonants) and word index (into the timed words), as ``EngineOutput`` holds them."""
     words = re.findall(r"[a-z']+", text.lower())
     spoken = [(i, p) for i, (p, _) in enumerate(phones) if p not in SILENCES]
     if not words or not spoken:
-        return []
+        return [], None, None
     out = _run(["t2p", ". ".join(words) + "."], None, "t2p")  # "w1. w2." puts pau between
-    prons = [re.sub(r"\d", "", chunk).split() for chunk in out.split("pau")]
+    prons = [chunk.split() for chunk in out.split("pau")]
     prons = [p for p in prons if p]
     if len(prons) != len(words):
-        return []
-    owner = align_words([p for _, p in spoken], prons)
+        return [], None, None
+    digits = [int(d) for pron in prons for d in (re.sub(r"\D", "", p) or "0" for p in pron)]
+    matched = align_phones(
+        [p for _, p in spoken], [[re.sub(r"\d", "", p) for p in w] for w in prons]
+    )
     spans: dict[int, list[int]] = {}
-    for (index, _), w in zip(spoken, owner, strict=True):
+    stress, word_of = [0] * len(phones), [None] * len(phones)
+    for (index, _), (w, j) in zip(spoken, matched, strict=True):
         spans.setdefault(w, []).append(index)
+        stress[index] = digits[j] if j is not None else 0
     timed = []
     for w, indices in sorted(spans.items()):
         first, last = indices[0], indices[-1]
         start = phones[first - 1][1] if first > 0 else 0.0
+        for index in indices:
+            word_of[index] = len(timed)
         timed.append((words[w], start, phones[last][1]))
-    return timed
+    return timed, stress, word_of
 
 
-def align_words(spoken: list[str], prons: list[list[str]]) -> list[int]:
-    """The word index of each spoken phone: Levenshtein alignment against the words'
-    dictionary pronunciations laid end to end (an inserted phone joins the word before)."""
+def align_phones(spoken: list[str], prons: list[list[str]]) -> list[tuple[int, int | None]]:
+    """Each spoken phone's (word index, index of its dictionary phone in ``prons`` laid end
+    to end, or None): Levenshtein alignment against the words' dictionary pronunciations
+    laid end to end; an inserted phone (None) joins the word before."""
     ref = [(w, p) for w, pron in enumerate(prons) for p in pron]
     n, m = len(spoken), len(ref)
     cost = np.zeros((n + 1, m + 1), dtype=np.int32)
@@ -300,16 +331,16 @@ def align_words(spoken: list[str], prons: list[list[str]]) -> list[int]:
             cost[i, j] = min(
                 cost[i - 1, j - 1] + (0 if same else 1), cost[i - 1, j] + 1, cost[i, j - 1] + 1
             )
-    owner = [0] * n
+    owner: list[tuple[int, int | None]] = [(0, None)] * n
     i, j = n, m
     while i > 0:
         if j > 0 and cost[i, j] == cost[i - 1, j - 1] + (spoken[i - 1] != ref[j - 1][1]):
-            owner[i - 1] = ref[j - 1][0]
+            owner[i - 1] = (ref[j - 1][0], j - 1)
             i, j = i - 1, j - 1
         elif j > 0 and cost[i, j] == cost[i, j - 1] + 1:
             j -= 1
         else:  # spoken phone with no dictionary phone: belongs to the word before it
-            owner[i - 1] = ref[j - 1][0] if j > 0 else 0
+            owner[i - 1] = (ref[j - 1][0] if j > 0 else 0, None)
             i -= 1
     return owner
 
@@ -323,35 +354,50 @@ def phone_table() -> dict[str, tuple[str, ...]]:
 
 
 def to_timit(
-    phones: list[tuple[str, int, int]], samples: np.ndarray, merge_er_r: bool = False
+    phones: list[tuple[str, int, int]],
+    samples: np.ndarray,
+    merge_er_r: bool = False,
+    stress: list[int] | None = None,
+    word_of: list[int | None] | None = None,
 ) -> list[tuple[int, int, str]]:
     """Engine phone segments (label, start, end sample) -> TIMIT segments tiling the audio.
 
     Silence runs at the ends become h#, inside pau; two-phone entries (b -> bcl b) split at
     the sharpest energy rise of ``samples`` (N,) inside the segment (``phonemap``, the rule
-    the TextGrid reader shares). Raises ValueError on a phone the table lacks, or when the
-    utterance does not start and end in silence.
+    the TextGrid reader shares). With each phone's ``stress`` and ``word_of`` (as
+    ``EngineOutput`` holds them) phones take TIMIT's allophone labels first
+    (``allophones.realize``: dx, ix, axr, el, en, hv, ux, ...). Raises ValueError on a
+    phone the table lacks, or when the utterance does not start and end in silence.
     """
     table = phone_table()
     for label, _, _ in phones:
         if label not in table:
             raise ValueError(f"engine phone {label!r} has no TIMIT mapping")
-    phones = [p for p in phones if p[2] > p[1]]
+    annotated = stress is not None and word_of is not None
+    engine = [
+        EnginePhone(
+            label, start, end, stress[i] if annotated else 0, word_of[i] if annotated else None
+        )
+        for i, (label, start, end) in enumerate(phones)
+    ]
+    engine = [p for p in engine if p.end > p.start]
     if merge_er_r:
-        phones = _merge_er_r(phones)
-    if not phones or phones[0][0] not in SILENCES or phones[-1][0] not in SILENCES:
+        engine = _merge_er_r(engine)
+    if not engine or engine[0].label not in SILENCES or engine[-1].label not in SILENCES:
         raise ValueError("engine output does not start and end with silence")
-    if all(p[0] in SILENCES for p in phones):
+    if all(p.label in SILENCES for p in engine):
         raise ValueError("engine output holds no speech")
-    return map_segments(phones, table, samples, SILENCES)
+    if annotated:
+        engine = realize(engine, samples)
+    return map_segments([p[:3] for p in engine], table, samples, SILENCES)
 
 
-def _merge_er_r(phones: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
-    merged: list[tuple[str, int, int]] = []
+def _merge_er_r(phones: list[EnginePhone]) -> list[EnginePhone]:
+    merged: list[EnginePhone] = []
     took_r = False  # "er r r" is er + a real r
     for phone in phones:
-        if phone[0] == "r" and merged and merged[-1][0] == "er" and not took_r:
-            merged[-1], took_r = ("er", merged[-1][1], phone[2]), True
+        if phone.label == "r" and merged and merged[-1].label == "er" and not took_r:
+            merged[-1], took_r = merged[-1]._replace(end=phone.end), True
         else:
             merged.append(phone)
             took_r = False

@@ -319,7 +319,8 @@ def _write_utterance(
         engine_phones.append((label, previous, end_sample))
         previous = end_sample
     engine_phones[-1] = (engine_phones[-1][0], engine_phones[-1][1], n)
-    segments = to_timit(engine_phones, samples, v.merge_er_r)
+    # labels: TIMIT allophones from the engine's stress and words (corpus/allophones.py)
+    segments = to_timit(engine_phones, samples, v.merge_er_r, output.stress, output.word_of)
     words, previous = [], 0
     for word, start, end in output.words:
         s, e = max(previous, _to_samples(start, scale, n)), _to_samples(end, scale, n)
