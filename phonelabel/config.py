@@ -20,7 +20,7 @@ class TrainConfig:
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.2
-    delay: int = 0
+    delay: int = 3  # target delay (frames): measured best for unseen voices (README)
     k1: int = 20  # frames per update; 0 = whole-utterance BPTT
     k2: int = 0  # frames of backpropagation; 0 = same as k1
     batch_streams: int = 32
@@ -33,8 +33,8 @@ class TrainConfig:
     clip_output: bool = False  # include the output layer in the clipped norm
     clip_value: float = 0.0  # optional element-wise clipping before the norm; 0 disables
     input_noise: float = 0.1  # std of Gaussian noise on the (unit-variance) inputs
-    time_mask: int = 0  # SpecAugment: each window of each stream loses up to this many frames
-    freq_mask: int = 0  # ... and up to this many feature bands (static + deltas); 0 = off
+    time_mask: int = 5  # SpecAugment: each window of each stream loses up to this many frames
+    freq_mask: int = 3  # ... and up to this many feature bands (static + deltas); 0 = off
     patience: int = 5  # epochs without dev improvement before stopping
     lr_patience: int = 1  # epochs without dev improvement before halving the lr
     min_lr: float = 1e-6

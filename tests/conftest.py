@@ -127,8 +127,18 @@ def tone_model(tone_store, tmp_path_factory) -> Path:
     from phonelabel.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tone_model") / "model"
-    config = TrainConfig(
-        hidden=48, layers=1, k1=10, batch_streams=4, epochs=6, lr=0.01, seed=0, device="cpu"
+    config = TrainConfig(  # bare mechanics: no target delay or SpecAugment (6 epochs)
+        hidden=48,
+        layers=1,
+        k1=10,
+        batch_streams=4,
+        epochs=6,
+        lr=0.01,
+        seed=0,
+        device="cpu",
+        delay=0,
+        time_mask=0,
+        freq_mask=0,
     )
     train(tone_store, out, config)
     return out
