@@ -81,6 +81,8 @@ class Labeller:
         """Pickled (for a worker process) as its model dir, loaded again on unpickling: a
         file path travels, not the weights."""
         directory = self.trained.directory
+        if directory is None:
+            raise PhonelabelError("a model that is not in a model dir cannot go to workers")
         return _reload_labeller, (str(directory), str(self.device), self.smooth, self.params)
 
 
@@ -299,6 +301,7 @@ def label_batch(
     paths: Sequence[str | Path],
     labeller: Labeller,
     on_progress: Callable[[str], Progress | None] | None = None,
+    max_seconds: float = BATCH_SECONDS,
 ) -> list[Labelled | PhonelabelError]:
     """Label recordings together: each one's features as ``label_file`` makes them, then one
     padded forward pass of the LSTM for all (``model.batched_log_posteriors``: what keeps a
@@ -307,7 +310,7 @@ def label_batch(
     The LSTM is causal, so the padding after a short recording never reaches its frames:
     the segments are ``label_file``'s, and the posteriors differ from one-at-a-time only by
     float rounding (other matrix shapes, about 1e-5), which a near-tie between two phones
-    could in principle turn into another boundary. Files over ``BATCH_SECONDS`` (whose
+    could in principle turn into another boundary. Files over ``max_seconds`` (whose
     features a batch would hold whole) go through ``label_file`` alone.
     """
     results: dict[int, Labelled | PhonelabelError] = {}
@@ -316,7 +319,7 @@ def label_batch(
         progress = on_progress(path) if on_progress is not None else None
         try:
             audio = AudioFile(path)
-            if audio.seconds > BATCH_SECONDS:
+            if audio.seconds > max_seconds:
                 results[i] = label_file(path, labeller, progress)
                 continue
             features = recording_features(audio, labeller.feature, labeller.trained.stats, progress)
@@ -384,12 +387,13 @@ def label_files(
     """Label each file; write ``out/<stem><ext>`` (and ``<stem>.png`` with ``plot``, under
     ``out`` or the current directory). A file that fails yields a Failure, the rest go on.
 
-    ``on_progress(source)`` may return a progress callback for that file. ``jobs`` worker
-    processes share the files (``workers.map_in_workers``: each its own copy of the model
-    and its share of the cores); ``batch_files`` recordings go through the LSTM together
-    (``label_batch``; default ``default_batch_files``); ``shard`` labels only its share of the files. The outputs are the
-    same whatever ``jobs`` and ``shard``: each file is labelled as one process labels it
-    (batches are made from the sorted list, the same in every shard), and output names
+    ``on_progress(source)`` may return a progress callback for that file (from worker
+    processes too). ``jobs`` worker processes share the files (``workers.map_in_workers``:
+    each its own copy of the model and its share of the cores); ``batch_files`` recordings
+    go through the LSTM together (``label_batch``; default ``default_batch_files``);
+    ``shard`` labels only its share of the files (``workers.work_units``). The outputs are
+    the same whatever ``jobs`` and ``shard``: each file is labelled as one process labels
+    it (batches are cut from the sorted list, the same in every shard), and output names
     (``output_names``) come from the whole list. Results arrive in the order given (a
     batch's files together).
     """
