@@ -356,7 +356,7 @@ def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path):
         workers = [p for p in _session(run.pid) if "multiprocessing.spawn" in p]
         return len(workers) == 2 and out.is_dir() and len(list(out.glob("*.phn"))) >= 2
 
-    _wait_until(working, "label's workers and their first outputs")
+    _wait_until(working, "label's workers and their first outputs", timeout=600)  # torch import
     seconds, stderr = _stop(run, signal.SIGINT)
     assert run.returncode == 130, stderr
     assert seconds < STOP_SECONDS
