@@ -527,10 +527,12 @@ def _relayed(
     thread.start()
     try:
         yield _QueuedProgress(queue)
-    finally:
-        queue.put(None)
-        thread.join(timeout=5.0)
-        queue.close()
+    except BaseException:  # workers killed mid-put may hold the queue's lock: wait for nothing
+        queue.cancel_join_thread()
+        raise
+    queue.put(None)  # the workers have ended: after all they put
+    thread.join()
+    queue.close()
 
 
 def plot_file(
