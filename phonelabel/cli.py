@@ -17,7 +17,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path  # noqa: F401  (used by the commands below)
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -900,23 +900,23 @@ def label(
             else "no output half-written"
         )
     )
-    with kept, progress:
+    results = labelling.label_files(
+        audio,
+        labeller,
+        fmt,
+        out_dir,
+        fold39,
+        plot,
+        on_progress=on_progress,
+        jobs=jobs,
+        batch_files=batch_files,
+        shard=share,
+    )
+    # closed on leaving, not whenever the garbage collector gets to it: on Ctrl-C its
+    # workers stop now, not after the interpreter's exit has waited for them
+    with kept, progress, closing(results):
         files = progress.add_task(f"0 of {total} files", total=total) if total > 1 else None
-        for done, result in enumerate(
-            labelling.label_files(
-                audio,
-                labeller,
-                fmt,
-                out_dir,
-                fold39,
-                plot,
-                on_progress=on_progress,
-                jobs=jobs,
-                batch_files=batch_files,
-                shard=share,
-            ),
-            start=1,
-        ):
+        for done, result in enumerate(results, start=1):
             if files is not None:
                 progress.update(files, completed=done, description=f"{done} of {total} files")
             if isinstance(result, labelling.Failure):
@@ -1017,19 +1017,20 @@ def align(
         console.print(f"shard {share}: {total} of {len(audio)} inputs", highlight=False)
     failed = 0
     results = aligning.align_files(audio, aligner, out_dir, fmt, text, fold39, jobs, share)
-    for result in results:
-        if isinstance(result, Failure):
-            failed += 1
-            print_error(result.error)
-            continue
-        spoken = sum(1 for w in result.words if w.phone)
-        guessed = result.metadata.get("guessed_pronunciations") or []
-        note = f" (festival guessed: {', '.join(guessed)})" if guessed else ""
-        console.print(
-            f"{result.output}: {spoken} words, {len(result.phones)} phones, "
-            f"{result.duration:.2f} s{note}",
-            highlight=False,
-        )
+    with closing(results):  # workers stop at once on Ctrl-C (see label)
+        for result in results:
+            if isinstance(result, Failure):
+                failed += 1
+                print_error(result.error)
+                continue
+            spoken = sum(1 for w in result.words if w.phone)
+            guessed = result.metadata.get("guessed_pronunciations") or []
+            note = f" (festival guessed: {', '.join(guessed)})" if guessed else ""
+            console.print(
+                f"{result.output}: {spoken} words, {len(result.phones)} phones, "
+                f"{result.duration:.2f} s{note}",
+                highlight=False,
+            )
     if failed:
         console.print(f"[red]{failed} of {total} inputs failed[/red]", highlight=False)
         raise typer.Exit(2)

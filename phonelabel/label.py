@@ -17,11 +17,9 @@ same segments.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any
 
@@ -387,8 +385,8 @@ def label_files(
     """Label each file; write ``out/<stem><ext>`` (and ``<stem>.png`` with ``plot``, under
     ``out`` or the current directory). A file that fails yields a Failure, the rest go on.
 
-    ``on_progress(source)`` may return a progress callback for that file (from worker
-    processes too). ``jobs`` worker processes share the files (``workers.map_in_workers``:
+    ``on_progress(source)`` may return a progress callback for that file (with ``jobs``
+    1; worker processes report none: count the results). ``jobs`` worker processes share the files (``workers.map_in_workers``:
     each its own copy of the model and its share of the cores); ``batch_files`` recordings
     go through the LSTM together (``label_batch``; default ``default_batch_files``);
     ``shard`` labels only its share of the files (``workers.work_units``). The outputs are
@@ -406,7 +404,7 @@ def label_files(
     if directory is not None:  # a second run writing the same --out (or shard) is refused
         what = "labels" if shard is None else f"labels (shard {shard})"
         lock = output_lock(directory, what, shard.name if shard is not None else None)
-    with lock, _relayed(on_progress if jobs > 1 else None) as relayed:
+    with lock:
         names = output_names(paths, fmt)
         if directory is not None and len(set(names)) < len(names):
             twice = sorted({str(n) for n in names if names.count(n) > 1})
@@ -419,7 +417,9 @@ def label_files(
                         f"{target}: exists beside its recording (a reference alignment?); "
                         "give another --out"
                     )
-        run = _LabelRun(labeller, fmt, directory, fold39, plot, batch_files, relayed or on_progress)
+        # workers report no progress of their own: a caller counts the files as they come
+        progress = on_progress if jobs == 1 else None
+        run = _LabelRun(labeller, fmt, directory, fold39, plot, batch_files, progress)
         units = [
             [(paths[i], names[i]) for i in unit] for unit in work_units(paths, batch_files, shard)
         ]
@@ -490,49 +490,6 @@ def _finish(run: _LabelRun, path: str, name: Path, result: Labelled) -> Labelled
         result.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_audio_file(path, {"phones": result.segments}, result.plot)
     return result
-
-
-@dataclass
-class _QueuedProgress:
-    """``on_progress`` in a worker process: (source, done, total) into a queue that
-    ``_relayed`` empties into the parent's callbacks."""
-
-    queue: Any  # a multiprocessing queue
-
-    def __call__(self, source: str) -> Progress:
-        return lambda done, total: self.queue.put((source, done, total))
-
-
-@contextmanager
-def _relayed(
-    on_progress: Callable[[str], Progress | None] | None,
-) -> Iterator[_QueuedProgress | None]:
-    """Progress reported by worker processes, handed to ``on_progress`` in this one (by a
-    thread here: the main thread waits for results)."""
-    if on_progress is None:
-        yield None
-        return
-    queue = get_context("spawn").Queue()
-    callbacks: dict[str, Progress | None] = {}
-
-    def relay() -> None:
-        while (item := queue.get()) is not None:
-            source, done, total = item
-            if source not in callbacks:
-                callbacks[source] = on_progress(source)
-            if callbacks[source] is not None:
-                callbacks[source](done, total)
-
-    thread = threading.Thread(target=relay, daemon=True)
-    thread.start()
-    try:
-        yield _QueuedProgress(queue)
-    except BaseException:  # workers killed mid-put may hold the queue's lock: wait for nothing
-        queue.cancel_join_thread()
-        raise
-    queue.put(None)  # the workers have ended: after all they put
-    thread.join()
-    queue.close()
 
 
 def plot_file(
