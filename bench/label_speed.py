@@ -9,12 +9,24 @@ stage alone. RTF = processing seconds / audio seconds; the target is <= 0.01.
 
     python bench/label_speed.py                     # 600 s of audio, 1 thread
     python bench/label_speed.py --seconds 60 --threads 2 --no-smooth
+
+Many short files (DESIGN.md §8: ``label --jobs 2`` >= 1.7 x one job): with ``--files M``,
+M recordings of ``--file-seconds`` each go through ``label_files`` as ``phonelabel label
+--out`` runs it: once in one process (torch on every core, as ``label`` runs; and on one
+thread), then with ``--jobs N`` worker processes (their start-up, a torch import and a
+model load each, included), then with ``--batch-files K`` when given. Reports files/s, x
+real time, the speed-ups, and checks that every run wrote the same bytes. The load average
+is printed before and after: on a shared machine the figures are only as good as it is
+quiet.
+
+    python bench/label_speed.py --files 200 --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +37,7 @@ import torch
 
 from phonelabel.decode import ViterbiDecoder
 from phonelabel.features import FeatureConfig, compute_features, global_stats, normalize
-from phonelabel.label import label_file, load_labeller
+from phonelabel.label import label_file, label_files, load_labeller
 from phonelabel.model import ModelConfig, PhoneLSTM, PosteriorStream
 from phonelabel.modeldir import TrainedModel, save_model
 
@@ -68,7 +80,14 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--no-smooth", action="store_true", help="argmax instead of Viterbi")
+    parser.add_argument("--files", type=int, help="many short files instead of one long one")
+    parser.add_argument("--file-seconds", type=float, default=3.0, help="length of each file")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (with --files)")
+    parser.add_argument("--batch-files", type=int, help="also time recordings per LSTM pass")
     args = parser.parse_args()
+    if args.files:
+        many_files(args)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -134,6 +153,65 @@ def main() -> None:
             "viterbi": round(viterbi_seconds / audio, 5),
         },
         "target_rtf": 0.01,
+    }
+    print(json.dumps(report, indent=2))
+
+
+def many_files(args: argparse.Namespace) -> None:
+    """``label_files`` over many short files: one job vs --jobs N (vs --batch-files K)."""
+    load_before = os.getloadavg()
+    labeller = load_labeller(None, "cpu", smooth=not args.no_smooth)
+    cores = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as temp:
+        paths = []
+        for i in range(args.files):
+            paths.append(Path(temp) / "in" / f"f{i:05d}.wav")
+            paths[-1].parent.mkdir(exist_ok=True)
+            soundfile.write(paths[-1], synthetic_speech(args.file_seconds, seed=i), RATE)
+        list(label_files(paths[:3], labeller, "phn", Path(temp) / "warm"))  # warm-up
+
+        def run(name: str, threads: int, **options) -> dict:
+            torch.set_num_threads(threads)
+            out = Path(temp) / name
+            results, seconds = timed(
+                lambda: list(label_files(paths, labeller, "phn", out, **options))
+            )
+            assert all(r.output is not None for r in results), "a file failed"
+            audio = args.files * args.file_seconds
+            outputs = {p.name: p.read_bytes() for p in out.iterdir()}
+            return {
+                "seconds": round(seconds, 2),
+                "files_per_second": round(args.files / seconds, 2),
+                "x_real_time": round(audio / seconds, 1),
+                "outputs": outputs,
+            }
+
+        runs = {
+            f"one job, {cores} torch threads": run("one", cores),
+            "one job, 1 torch thread": run("one_thread", 1),
+            f"--jobs {args.jobs}": run("jobs", cores, jobs=args.jobs),
+        }
+        if args.batch_files:
+            runs[f"--batch-files {args.batch_files}"] = run(
+                "batch", cores, batch_files=args.batch_files
+            )
+    reference = runs[f"one job, {cores} torch threads"]
+    same = {name: r.pop("outputs") == reference["outputs"] for name, r in list(runs.items())}
+    report = {
+        "files": args.files,
+        "file_seconds": args.file_seconds,
+        "cores": cores,
+        "model": str(labeller.trained.directory),
+        "runs": runs,
+        "same_bytes_as_one_job": same,
+        f"jobs_{args.jobs}_speedup": {
+            name: round(r["seconds"] / runs[f"--jobs {args.jobs}"]["seconds"], 2)
+            for name, r in runs.items()
+            if name.startswith("one job")
+        },
+        "target_speedup": 1.7,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(report, indent=2))
 

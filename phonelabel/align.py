@@ -52,6 +52,7 @@ from phonelabel.lexicon import (
 )
 from phonelabel.model import PosteriorStream
 from phonelabel.phones import NUM_PHONES, PHONE_INDEX
+from phonelabel.workers import Shard, check_counts, map_in_workers, work_units
 
 SILENCE_WORD = ""  # the word of h#/pau states (an empty interval in the words tier)
 # Silence nodes score the posterior of h# and pau together: the model calls a long pause in
@@ -744,36 +745,58 @@ def align_files(
     fmt: str = "textgrid",
     text: str | None = None,
     fold39: bool = False,
+    jobs: int = 1,
+    shard: Shard | None = None,
 ) -> Iterator[Any]:
     """Align each input and write ``out/<stem><ext>`` (phn: also ``<stem>.wrd``; csv: also
-    ``<stem>.words.csv``). Yields an Alignment or a ``label.Failure`` per input; a failure
-    does not stop the others."""
+    ``<stem>.words.csv``). Yields an Alignment or a ``label.Failure`` per input, in the
+    order given; a failure does not stop the others. ``jobs`` worker processes share the
+    inputs and ``shard`` aligns only its share of them, as ``label.label_files`` does; the
+    outputs are the same whatever both are."""
     check_format(fmt)
-    pairs = pair_inputs(paths, text)
-    names = output_names([str(audio) for audio, _ in pairs], fmt)
-    with output_lock(out, "alignments") as directory:  # one writer per output
-        for (audio, transcript), name in zip(pairs, names, strict=True):
-            try:
-                if isinstance(transcript, PhonelabelError):
-                    raise transcript
-                target = directory / name
-                if target.exists() and target.resolve().parent == audio.resolve().parent:
-                    raise PhonelabelError(
-                        f"{target}: exists beside its recording; give another --out"
-                    )
-                result = align_file(audio, transcript, aligner)
-                if fold39:
-                    result.phones = fold_segments(result.phones)
-                result.metadata.update(
-                    model=str(aligner.labeller.trained.directory),
-                    phone_set="timit-39" if fold39 else "timit-61",
-                    decoder=aligner.description(),
-                )
-                result.output = target
-                _write(result, fmt, target, EXTENSIONS[fmt])
-                yield result
-            except PhonelabelError as error:
-                yield Failure(str(audio), str(error))
+    check_counts(jobs=jobs)
+    given = [str(path) for path in paths]
+    names = output_names(given, fmt)  # a transcript's audio has its stem and folder
+    chosen = [i for unit in work_units(given, 1, shard) for i in unit]
+    lock = output_lock(out, "alignments", shard.name if shard is not None else None)
+    with lock as directory:  # one writer per output (or shard of it)
+        pairs = pair_inputs([given[i] for i in chosen], text)
+        units = [(*pair, directory / names[i]) for pair, i in zip(pairs, chosen, strict=True)]
+        run = _AlignRun(aligner, fmt, fold39)
+        yield from map_in_workers(_align_unit, run, units, jobs)
+
+
+@dataclass
+class _AlignRun:
+    """What every input of an ``align_files`` run shares (pickled once per worker)."""
+
+    aligner: Aligner
+    fmt: str
+    fold39: bool
+
+
+def _align_unit(run: _AlignRun, unit: tuple[Path, Any, Path]) -> Any:
+    """Align and write one input of ``align_files``: an Alignment, or a Failure."""
+    audio, transcript, target = unit
+    aligner = run.aligner
+    try:
+        if isinstance(transcript, PhonelabelError):
+            raise transcript
+        if target.exists() and target.resolve().parent == audio.resolve().parent:
+            raise PhonelabelError(f"{target}: exists beside its recording; give another --out")
+        result = align_file(audio, transcript, aligner)
+        if run.fold39:
+            result.phones = fold_segments(result.phones)
+        result.metadata.update(
+            model=str(aligner.labeller.trained.directory),
+            phone_set="timit-39" if run.fold39 else "timit-61",
+            decoder=aligner.description(),
+        )
+        result.output = target
+        _write(result, run.fmt, target, EXTENSIONS[run.fmt])
+        return result
+    except PhonelabelError as error:
+        return Failure(str(audio), str(error))
 
 
 def _write(result: Alignment, fmt: str, target: Path, extension: str) -> None:

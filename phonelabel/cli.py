@@ -17,7 +17,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path  # noqa: F401  (used by the commands below)
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -754,6 +754,36 @@ def _pair(text: str | None, option: str) -> tuple[float, float] | None:
     return low, high
 
 
+SCALE_OPTION_NAMES = frozenset({"jobs", "batch_files", "shard"})
+JobsOption = Annotated[
+    int,
+    typer.Option(
+        help="Worker processes sharing the files, each with its share of the CPU cores "
+        "(cores / N torch threads) and its own copy of the model; outputs as with one.",
+    ),
+]
+ShardOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="K/N: only share K of N of the inputs (sorted, then every N-th from the K-th), "
+        "for a cluster's job array; the shards' outputs together are the whole run's. "
+        "Default under torchrun: RANK + 1 / WORLD_SIZE.",
+        show_default=False,
+    ),
+]
+
+
+def _scale_options(shard: str | None, **counts: int) -> Any:
+    """The --shard (or torchrun's) share and the counts checked, in the flags' words."""
+    from phonelabel.workers import check_counts, resolve_shard
+
+    try:
+        check_counts(**counts)
+        return resolve_shard(shard)
+    except PhonelabelError as error:
+        raise PhonelabelError(_as_flags(str(error), SCALE_OPTION_NAMES)) from None
+
+
 @command
 def label(
     audio: Annotated[
@@ -804,6 +834,16 @@ def label(
             "here; `phonelabel plot --start/--end` draws any span.",
         ),
     ] = False,
+    jobs: JobsOption = 1,
+    batch_files: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Recordings (up to 60 s each) per LSTM pass, padded: keeps a GPU busy. "
+            "Default: 32 on a GPU, 1 on a CPU (segments the same; confidences to ~1e-5).",
+            show_default=False,
+        ),
+    ] = None,
+    shard: ShardOption = None,
 ) -> None:
     """Label recordings with timed phone segments (start, end, phone, confidence).
 
@@ -824,11 +864,14 @@ def label(
 
     from phonelabel import formats
     from phonelabel import label as labelling
+    from phonelabel.workers import work_units
 
     fmt = formats.check_format(output_format or "phn")
     if "-" in audio:
-        if len(audio) > 1 or out_dir is not None or plot:
-            raise PhonelabelError("-: stdin must be the only input, without --out or --plot")
+        if len(audio) > 1 or out_dir is not None or plot or jobs != 1 or shard is not None:
+            raise PhonelabelError(
+                "-: stdin must be the only input, without --out, --plot, --jobs or --shard"
+            )
         formats.check_streamable(fmt)  # before loading the model
         labeller = labelling.load_labeller(model, device, smooth)
         segments = labelling.label_stream(sys.stdin.buffer, labeller)
@@ -839,7 +882,14 @@ def label(
         return
     if len(audio) > 1 and out_dir is None:
         raise PhonelabelError(f"{len(audio)} inputs: give --out DIR for their outputs")
+    given = {"batch_files": batch_files} if batch_files is not None else {}
+    share = _scale_options(shard, jobs=jobs, **given)
     labeller = labelling.load_labeller(model, device, smooth)
+    if batch_files is None:
+        batch_files = labelling.default_batch_files(labeller)
+    total = sum(map(len, work_units(audio, batch_files, share)))
+    if share is not None:
+        console.print(f"shard {share}: {total} of {len(audio)} inputs", highlight=False)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -869,10 +919,25 @@ def label(
             else "no output half-written"
         )
     )
-    with kept, progress:
-        for result in labelling.label_files(
-            audio, labeller, fmt, out_dir, fold39, plot, on_progress=on_progress
-        ):
+    results = labelling.label_files(
+        audio,
+        labeller,
+        fmt,
+        out_dir,
+        fold39,
+        plot,
+        on_progress=on_progress,
+        jobs=jobs,
+        batch_files=batch_files,
+        shard=share,
+    )
+    # closed on leaving, not whenever the garbage collector gets to it: on Ctrl-C its
+    # workers stop now, not after the interpreter's exit has waited for them
+    with kept, progress, closing(results):
+        files = progress.add_task(f"0 of {total} files", total=total) if total > 1 else None
+        for done, result in enumerate(results, start=1):
+            if files is not None:
+                progress.update(files, completed=done, description=f"{done} of {total} files")
             if isinstance(result, labelling.Failure):
                 failed += 1
                 print_error(result.error)
@@ -895,7 +960,7 @@ def label(
             if not isinstance(result, labelling.Failure) and result.plot is not None:
                 console.print(f"{result.plot}: plot", highlight=False)
     if failed:
-        console.print(f"[red]{failed} of {len(audio)} inputs failed[/red]", highlight=False)
+        console.print(f"[red]{failed} of {total} inputs failed[/red]", highlight=False)
         raise typer.Exit(2)
 
 
@@ -947,6 +1012,8 @@ def align(
         ),
     ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    jobs: JobsOption = 1,
+    shard: ShardOption = None,
 ) -> None:
     """Forced alignment: timed words and TIMIT phones from recordings and their transcripts.
 
@@ -958,26 +1025,33 @@ def align(
     from phonelabel import align as aligning
     from phonelabel import formats
     from phonelabel.label import Failure
+    from phonelabel.workers import work_units
 
     fmt = formats.check_format(output_format)
     output_directory(out_dir, create=False)
+    share = _scale_options(shard, jobs=jobs)
     aligner = aligning.load_aligner(model, device, dictionary, festival)
+    total = sum(map(len, work_units(audio, 1, share)))
+    if share is not None:
+        console.print(f"shard {share}: {total} of {len(audio)} inputs", highlight=False)
     failed = 0
-    for result in aligning.align_files(audio, aligner, out_dir, fmt, text, fold39):
-        if isinstance(result, Failure):
-            failed += 1
-            print_error(result.error)
-            continue
-        spoken = sum(1 for w in result.words if w.phone)
-        guessed = result.metadata.get("guessed_pronunciations") or []
-        note = f" (festival guessed: {', '.join(guessed)})" if guessed else ""
-        console.print(
-            f"{result.output}: {spoken} words, {len(result.phones)} phones, "
-            f"{result.duration:.2f} s{note}",
-            highlight=False,
-        )
+    results = aligning.align_files(audio, aligner, out_dir, fmt, text, fold39, jobs, share)
+    with closing(results):  # workers stop at once on Ctrl-C (see label)
+        for result in results:
+            if isinstance(result, Failure):
+                failed += 1
+                print_error(result.error)
+                continue
+            spoken = sum(1 for w in result.words if w.phone)
+            guessed = result.metadata.get("guessed_pronunciations") or []
+            note = f" (festival guessed: {', '.join(guessed)})" if guessed else ""
+            console.print(
+                f"{result.output}: {spoken} words, {len(result.phones)} phones, "
+                f"{result.duration:.2f} s{note}",
+                highlight=False,
+            )
     if failed:
-        console.print(f"[red]{failed} of {len(audio)} inputs failed[/red]", highlight=False)
+        console.print(f"[red]{failed} of {total} inputs failed[/red]", highlight=False)
         raise typer.Exit(2)
 
 

@@ -120,11 +120,13 @@ def _check_writable(path: Path, folder: Path) -> None:
 
 
 @contextmanager
-def output_lock(directory: str | Path, what: str) -> Iterator[Path]:
+def output_lock(directory: str | Path, what: str, share: str | None = None) -> Iterator[Path]:
     """Hold an exclusive lock on the output ``directory`` (made if missing) while writing it.
 
     A second phonelabel run that asks for the same output is refused at once with a
-    PhonelabelError naming it. The lock is flock(2)'s, held by an open file: the kernel
+    PhonelabelError naming it. With ``share`` (a shard's name, ``shard-2-of-8``) the lock
+    is on that share of the output alone: the jobs of an array write one directory side by
+    side, each refusing only a second run of its own share. The lock is flock(2)'s, held by an open file: the kernel
     drops it when the holder exits, even by SIGKILL, so a killed run never blocks the next
     one (its lock file is simply reused). The lock file is removed on release, and the
     directories made here are removed again if left empty (a refused run leaves none).
@@ -132,7 +134,7 @@ def output_lock(directory: str | Path, what: str) -> Iterator[Path]:
     directory = Path(directory)
     made = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
     output_directory(directory)
-    path = directory / LOCK_FILE
+    path = directory / (LOCK_FILE if share is None else f".phonelabel.{share}.lock")
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())

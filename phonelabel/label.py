@@ -17,13 +17,14 @@ same segments.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import torch
 
 from phonelabel.audio import BLOCK_SECONDS, AudioFile, pcm_blocks
 from phonelabel.core import SAMPLE_RATE, Segment
@@ -41,11 +42,14 @@ from phonelabel.features import (
 )
 from phonelabel.fileio import output_lock
 from phonelabel.formats import EXTENSIONS, check_format, fold_segments, write_segments
-from phonelabel.model import PosteriorStream, resolve_device
+from phonelabel.model import PosteriorStream, batched_log_posteriors, resolve_device
 from phonelabel.modeldir import TrainedModel, default_model_dir, load_model
 from phonelabel.plots import plot_audio_file
+from phonelabel.workers import Shard, check_counts, map_in_workers, work_units
 
 CACHE_SECONDS = 1200.0  # files up to 20 min keep first-pass features (19 MB at 39 dims)
+BATCH_SECONDS = 60.0  # label_batch: longer files are labelled alone, in blocks
+GPU_BATCH_FILES = 32  # recordings per LSTM pass on a GPU (default_batch_files)
 
 Progress = Callable[[float, float], None]  # (seconds done, seconds in all)
 
@@ -71,17 +75,67 @@ class Labeller:
             return {"method": "argmax"}
         return {"method": "viterbi", **self.params.to_dict()}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (for a worker process) as its model dir, loaded again on unpickling: a
+        file path travels, not the weights."""
+        directory = self.trained.directory
+        if directory is None:
+            raise PhonelabelError("a model that is not in a model dir cannot go to workers")
+        return _reload_labeller, (str(directory), str(self.device), self.smooth, self.params)
+
+
+def _reload_labeller(directory: str, device: str, smooth: bool, params: DecoderParams) -> Labeller:
+    return Labeller(load_model(directory, device), params, smooth, torch.device(device))
+
+
+def default_batch_files(labeller: Labeller) -> int:
+    """Recordings per LSTM pass when not given: ``GPU_BATCH_FILES`` on a GPU, where one
+    recording at a time leaves it idle; one on a CPU, where a batch gains little (the
+    LSTM is a fifth of the time; features and decoding the rest) and one at a time keeps
+    outputs byte for byte those of every earlier version."""
+    return GPU_BATCH_FILES if torch.device(labeller.device).type == "cuda" else 1
+
 
 def load_labeller(
     model: str | Path | None = None, device: str = "auto", smooth: bool = True
 ) -> Labeller:
-    """Load a model dir (None: the shipped default); its config's decoder parameters."""
+    """Load a model dir (None: the shipped default); its config's decoder parameters.
+
+    ``auto`` under torchrun on a machine with GPUs: the GPU of the process's LOCAL_RANK, so
+    that the processes of a node spread over its GPUs."""
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if device == "auto" and local_rank.isdigit() and torch.cuda.is_available():
+        device = f"cuda:{int(local_rank) % torch.cuda.device_count()}"
     device = resolve_device(device)
     trained = load_model(model if model is not None else default_model_dir(), device)
     return Labeller(trained, trained.decoder_params, smooth, device)
 
 
 # --- the pipeline ----------------------------------------------------------------------------
+
+
+class SegmentDecoder:
+    """(n, 61) log-posterior blocks -> 61-class segments, each returned once it is final.
+    ``check_every``: frames between the Viterbi's convergence checks (streaming latency vs.
+    a little speed)."""
+
+    def __init__(self, labeller: Labeller, check_every: int = 10):
+        self.decoder = make_decoder(labeller.params, labeller.smooth, check_every=check_every)
+        self.builder = SegmentBuilder(labeller.feature)
+        classes = labeller.trained.model.config.num_classes
+        self.pending = np.zeros((0, classes), dtype=np.float32)  # rows not yet decided
+
+    def push(self, log_posteriors: np.ndarray, final: bool = False) -> list[Segment]:
+        self.pending = np.concatenate([self.pending, log_posteriors])
+        classes = self.decoder.push(log_posteriors)
+        if final:
+            classes = np.concatenate([classes, self.decoder.finish()])
+        rows, self.pending = self.pending[: len(classes)], self.pending[len(classes) :]
+        return self.builder.push(classes, rows)
+
+    def finish(self, log_posteriors: np.ndarray, samples: int) -> list[Segment]:
+        """The last rows; the last segment ends at the end of the audio's ``samples``."""
+        return self.push(log_posteriors, final=True) + self.builder.finish(samples)
 
 
 def segment_stream(
@@ -93,33 +147,22 @@ def segment_stream(
     check_every: int = 10,
 ) -> Iterator[Segment]:
     """Blocks of raw features (made by ``features``) -> 61-class segments, each yielded as
-    soon as it is final. ``check_every``: frames between the Viterbi's convergence checks
-    (streaming latency vs. a little speed)."""
-    config = labeller.feature
+    soon as it is final (``SegmentDecoder``)."""
     posteriors = PosteriorStream(labeller.trained.model, labeller.device)
-    decoder = make_decoder(labeller.params, labeller.smooth, check_every=check_every)
-    builder = SegmentBuilder(config)
-    pending = np.zeros((0, labeller.trained.model.config.num_classes), dtype=np.float32)
-
-    def decode(log_posteriors: np.ndarray, final: bool) -> list[Segment]:
-        nonlocal pending
-        pending = np.concatenate([pending, log_posteriors])  # rows not yet decided
-        classes = decoder.push(log_posteriors)
-        if final:
-            classes = np.concatenate([classes, decoder.finish()])
-        rows, pending = pending[: len(classes)], pending[len(classes) :]
-        return builder.push(classes, rows)
-
+    decoder = SegmentDecoder(labeller, check_every)
     for raw in raw_features:
-        yield from decode(posteriors.push(normalizer(raw)), final=False)
+        yield from decoder.push(posteriors.push(normalizer(raw)))
     if features.done == 0:
-        seconds = config.win_length / config.sample_rate
-        raise PhonelabelError(
-            f"{name}: audio is shorter than one frame ({features.samples} samples; "
-            f"at least {config.win_length} = {seconds * 1000:.0f} ms needed)"
-        )
-    yield from decode(posteriors.finish(), final=True)
-    yield from builder.finish(features.samples)
+        raise _shorter_than_a_frame(name, features)
+    yield from decoder.finish(posteriors.finish(), features.samples)
+
+
+def _shorter_than_a_frame(name: str, features: FeatureStream) -> PhonelabelError:
+    config = features.config
+    return PhonelabelError(
+        f"{name}: audio is shorter than one frame ({features.samples} samples; at least "
+        f"{config.win_length} = {config.win_length / config.sample_rate * 1000:.0f} ms needed)"
+    )
 
 
 @dataclass
@@ -231,16 +274,18 @@ def label_file(
     features = recording_features(
         audio, labeller.feature, labeller.trained.stats, on_progress, block_seconds, cache_seconds
     )
-    segments = list(
-        segment_stream(
-            features.blocks,
-            features.stream,
-            labeller,
-            features.normalize,
-            str(audio.path),
-            check_every=100,
-        )
+    segments = segment_stream(
+        features.blocks,
+        features.stream,
+        labeller,
+        features.normalize,
+        str(audio.path),
+        check_every=100,
     )
+    return _labelled(audio, features, list(segments))
+
+
+def _labelled(audio: AudioFile, features: RecordingFeatures, segments: list[Segment]) -> Labelled:
     metadata = {
         "source": str(audio.path),
         "source_sample_rate": audio.source_rate,
@@ -248,6 +293,51 @@ def label_file(
     }
     duration = features.stream.samples / SAMPLE_RATE
     return Labelled(str(audio.path), segments, duration, metadata=metadata)
+
+
+def label_batch(
+    paths: Sequence[str | Path],
+    labeller: Labeller,
+    on_progress: Callable[[str], Progress | None] | None = None,
+    max_seconds: float = BATCH_SECONDS,
+) -> list[Labelled | PhonelabelError]:
+    """Label recordings together: each one's features as ``label_file`` makes them, then one
+    padded forward pass of the LSTM for all (``model.batched_log_posteriors``: what keeps a
+    GPU busy), then each one decoded. Returns a Labelled or the error per path, in order.
+
+    The LSTM is causal, so the padding after a short recording never reaches its frames:
+    the segments are ``label_file``'s, and the posteriors differ from one-at-a-time only by
+    float rounding (other matrix shapes, about 1e-5), which a near-tie between two phones
+    could in principle turn into another boundary. Files over ``max_seconds`` (whose
+    features a batch would hold whole) go through ``label_file`` alone.
+    """
+    results: dict[int, Labelled | PhonelabelError] = {}
+    batch: list[tuple[int, AudioFile, RecordingFeatures, np.ndarray]] = []
+    for i, path in enumerate(map(str, paths)):
+        progress = on_progress(path) if on_progress is not None else None
+        try:
+            audio = AudioFile(path)
+            if audio.seconds > max_seconds:
+                results[i] = label_file(path, labeller, progress)
+                continue
+            features = recording_features(audio, labeller.feature, labeller.trained.stats, progress)
+            normalized = list(features.normalized())  # (n, D) blocks
+            if features.stream.done == 0:
+                raise _shorter_than_a_frame(str(audio.path), features.stream)
+            batch.append((i, audio, features, np.concatenate(normalized)))  # (T_i, D)
+        except PhonelabelError as error:
+            results[i] = error
+    model = labeller.trained.model
+    lengths = [len(features) for *_, features in batch]
+    for j, log_posteriors in batched_log_posteriors(
+        model, lambda j: batch[j][3], lengths, labeller.device, batch=max(1, len(batch))
+    ):  # (T_j, 61), row t labelling frame t
+        i, audio, features, _ = batch[j]
+        decoder = SegmentDecoder(labeller, check_every=100)
+        results[i] = _labelled(
+            audio, features, decoder.finish(log_posteriors, features.stream.samples)
+        )
+    return [results[i] for i in range(len(paths))]
 
 
 def label_stream(stream: IO[bytes], labeller: Labeller) -> Iterator[Segment]:
@@ -288,17 +378,33 @@ def label_files(
     fold39: bool = False,
     plot: bool = False,
     on_progress: Callable[[str], Progress | None] | None = None,
+    jobs: int = 1,
+    batch_files: int | None = None,
+    shard: Shard | None = None,
 ) -> Iterator[Labelled | Failure]:
     """Label each file; write ``out/<stem><ext>`` (and ``<stem>.png`` with ``plot``, under
     ``out`` or the current directory). A file that fails yields a Failure, the rest go on.
 
-    ``on_progress(source)`` may return a progress callback for that file.
+    ``on_progress(source)`` may return a progress callback for that file (with ``jobs``
+    1; worker processes report none: count the results). ``jobs`` worker processes share the files (``workers.map_in_workers``:
+    each its own copy of the model and its share of the cores); ``batch_files`` recordings
+    go through the LSTM together (``label_batch``; default ``default_batch_files``);
+    ``shard`` labels only its share of the files (``workers.work_units``). The outputs are
+    the same whatever ``jobs`` and ``shard``: each file is labelled as one process labels
+    it (batches are cut from the sorted list, the same in every shard), and output names
+    (``output_names``) come from the whole list. Results arrive in the order given (a
+    batch's files together).
     """
     check_format(fmt)
+    batch_files = default_batch_files(labeller) if batch_files is None else batch_files
+    check_counts(jobs=jobs, batch_files=batch_files)
     paths = [str(p) for p in paths]
     directory = Path(out) if out is not None else None
-    lock = output_lock(directory, "labels") if directory is not None else nullcontext()
-    with lock:  # a second run writing the same --out is refused, not interleaved
+    lock = nullcontext()
+    if directory is not None:  # a second run writing the same --out (or shard) is refused
+        what = "labels" if shard is None else f"labels (shard {shard})"
+        lock = output_lock(directory, what, shard.name if shard is not None else None)
+    with lock:
         names = output_names(paths, fmt)
         if directory is not None and len(set(names)) < len(names):
             twice = sorted({str(n) for n in names if names.count(n) > 1})
@@ -311,27 +417,79 @@ def label_files(
                         f"{target}: exists beside its recording (a reference alignment?); "
                         "give another --out"
                     )
-        for path, name in zip(paths, names, strict=True):
-            try:
-                result = label_file(path, labeller, on_progress(path) if on_progress else None)
-                if fold39:
-                    result.segments = fold_segments(result.segments)
-                result.metadata.update(
-                    model=str(labeller.trained.directory),
-                    phone_set="timit-39" if fold39 else "timit-61",
-                    decoder=labeller.decoder_description(),
-                )
-                if directory is not None:
-                    result.output = directory / name
-                    result.output.parent.mkdir(parents=True, exist_ok=True)
-                    result.write(fmt, result.output)
-                if plot:
-                    result.plot = (directory or Path.cwd()) / name.with_suffix(".png")
-                    result.plot.parent.mkdir(parents=True, exist_ok=True)
-                    plot_audio_file(path, {"phones": result.segments}, result.plot)
-                yield result
-            except PhonelabelError as error:
-                yield Failure(path, str(error))
+        # workers report no progress of their own: a caller counts the files as they come
+        progress = on_progress if jobs == 1 else None
+        run = _LabelRun(labeller, fmt, directory, fold39, plot, batch_files, progress)
+        units = [
+            [(paths[i], names[i]) for i in unit] for unit in work_units(paths, batch_files, shard)
+        ]
+        for results in map_in_workers(_label_unit, run, units, jobs):
+            yield from results
+
+
+@dataclass
+class _LabelRun:
+    """What every file of a ``label_files`` run shares (pickled once per worker)."""
+
+    labeller: Labeller
+    fmt: str
+    directory: Path | None
+    fold39: bool
+    plot: bool
+    batch_files: int
+    on_progress: Callable[[str], Progress | None] | None
+
+
+def _label_unit(run: _LabelRun, unit: list[tuple[str, Path]]) -> list[Labelled | Failure]:
+    """Label (and write) a unit of ``label_files``: one file, or one batch of them."""
+    paths = [path for path, _ in unit]
+    if run.batch_files > 1:
+        labelled = label_batch(paths, run.labeller, run.on_progress)
+    else:
+        labelled = [
+            _attempt(label_file, path, run.labeller, _progress(run, path)) for path in paths
+        ]
+    results: list[Labelled | Failure] = []
+    for (path, name), result in zip(unit, labelled, strict=True):
+        if not isinstance(result, PhonelabelError):
+            result = _attempt(_finish, run, path, name, result)
+        results.append(
+            Failure(path, str(result)) if isinstance(result, PhonelabelError) else result
+        )
+    return results
+
+
+def _progress(run: _LabelRun, path: str) -> Progress | None:
+    return run.on_progress(path) if run.on_progress is not None else None
+
+
+def _attempt(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)``, or the PhonelabelError it raised (a file's failure, not the run's)."""
+    try:
+        return function(*args)
+    except PhonelabelError as error:
+        return error
+
+
+def _finish(run: _LabelRun, path: str, name: Path, result: Labelled) -> Labelled:
+    """Fold, describe, write and plot one labelled file."""
+    labeller = run.labeller
+    if run.fold39:
+        result.segments = fold_segments(result.segments)
+    result.metadata.update(
+        model=str(labeller.trained.directory),
+        phone_set="timit-39" if run.fold39 else "timit-61",
+        decoder=labeller.decoder_description(),
+    )
+    if run.directory is not None:
+        result.output = run.directory / name
+        result.output.parent.mkdir(parents=True, exist_ok=True)
+        result.write(run.fmt, result.output)
+    if run.plot:
+        result.plot = (run.directory or Path.cwd()) / name.with_suffix(".png")
+        result.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_audio_file(path, {"phones": result.segments}, result.plot)
+    return result
 
 
 def plot_file(

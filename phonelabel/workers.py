@@ -1,6 +1,6 @@
-"""Worker processes that never outlive the run that started them.
+"""Worker processes that never outlive the run that started them; shards of a file list.
 
-featurize and synth fan work out to a pool of spawned processes (spawn, not fork: the
+featurize, synth, label and align fan work out to a pool of spawned processes (spawn, not fork: the
 parent may hold torch/OpenMP threads that fork would copy mid-lock). Three ways a run
 ends early, and what stops the workers in each:
 
@@ -14,25 +14,35 @@ ends early, and what stops the workers in each:
 - SIGKILL of the parent: the kernel sends each worker SIGKILL too (Linux's parent-death
   signal; elsewhere a thread in each worker polls its parent id). Engine subprocesses
   (festival, flite) get the same signal, so their worker's death ends them.
+
+A ``Shard`` (``--shard K/N``, or torchrun's RANK and WORLD_SIZE) picks one share of a
+file list, the same on every machine, so that a cluster's job array splits a list with
+no coordination between its jobs.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 from typing import Any, TypeVar
+
+from phonelabel.errors import PhonelabelError
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 def _prctl() -> Callable[..., int] | None:
@@ -86,26 +96,41 @@ def stoppable(function: Callable[[T], R], argument: T) -> R:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _init_worker(parent: int) -> None:
-    """Pool initializer: leave SIGINT to the parent; die with the parent."""
+_WORKER_STATE: dict[str, Any] = {}  # in a worker process: what its pool's ``setup`` made
+
+
+def _init_worker(parent: int, setup: Callable[[], Any] | None) -> None:
+    """Pool initializer: leave SIGINT to the parent; die with the parent; run ``setup``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since its start
     if not die_with_parent():
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if os.getppid() != parent:  # the parent died before the signal was asked for
         os._exit(1)
+    if setup is not None:
+        _WORKER_STATE["state"] = setup()
+
+
+def worker_state() -> Any:
+    """In a worker of ``worker_pool(jobs, setup)``: what ``setup()`` returned there."""
+    return _WORKER_STATE["state"]
 
 
 @contextmanager
-def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
+def worker_pool(jobs: int, setup: Callable[[], Any] | None = None) -> Iterator[ProcessPoolExecutor]:
     """A spawn-context process pool whose workers die with this process (module docstring).
 
     Left normally, it waits for the workers; left by any exception (an error, Ctrl-C,
     SIGTERM, a generator closed early) it stops them at once (SIGTERM, then SIGKILL for
     any still alive a second later). Submit tasks as ``stoppable, function, argument``.
+    ``setup`` (picklable: a top-level function or a partial of one) runs once in each
+    worker as it starts, for what its tasks share (a loaded model): ``worker_state()``.
     """
     pool = ProcessPoolExecutor(
-        jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+        jobs,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(os.getpid(), setup),
     )
     try:
         # start every worker now, with Ctrl-C blocked: a process inherits the mask, so a
@@ -130,3 +155,124 @@ def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
                 process.join()
         raise
     pool.shutdown(wait=True)
+
+
+def check_counts(**counts: int) -> None:
+    """Each count (``jobs=2``) a whole number of at least 1; else PhonelabelError naming it."""
+    for name, value in counts.items():
+        if not (isinstance(value, int) and value >= 1):
+            raise PhonelabelError(f"{name} {value!r}: must be at least 1")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a cluster job's allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _start_torch_worker(state: Any, threads: int) -> Any:
+    import torch  # here, not at the top: featurize's workers never import torch
+
+    torch.set_num_threads(threads)
+    return state
+
+
+def _run_task(task: Callable[[Any, T], R], unit: T) -> R:
+    return task(worker_state(), unit)
+
+
+def map_in_workers(
+    task: Callable[[S, T], R], state: S, units: Sequence[T], jobs: int
+) -> Iterator[R]:
+    """``task(state, unit)`` for each unit, results in order: in this process when ``jobs``
+    is 1, else in ``jobs`` workers (at most one a unit). Each worker gets its own copy of
+    ``state`` once, pickled (a ``label.Labeller`` pickles as its model dir and loads it
+    again there), and an equal share of the cores for torch's threads: N workers on C cores
+    run C // N threads each, so that they do not fight over the cores. ``task`` must be a
+    top-level function.
+    """
+    if jobs == 1 or len(units) <= 1:
+        yield from (task(state, unit) for unit in units)
+        return
+    jobs = min(jobs, len(units))
+    setup = partial(_start_torch_worker, state, max(1, available_cores() // jobs))
+    with worker_pool(jobs, setup) as pool:
+        yield from pool.map(partial(stoppable, partial(_run_task, task)), units)
+
+
+# --- shards: one share of a file list per job of a job array ---------------------------------
+
+SHARD_ENVIRONMENT = ("RANK", "WORLD_SIZE")  # what torchrun (and torch.distributed) set
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Share ``index`` (1 .. ``count``) of a list (``work_units``)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise PhonelabelError(f"shard {self.index}/{self.count}: N must be at least 1")
+        if not 1 <= self.index <= self.count:
+            raise PhonelabelError(f"shard {self.index}/{self.count}: K must be 1 to {self.count}")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def name(self) -> str:
+        """For file names: ``shard-2-of-8``."""
+        return f"shard-{self.index}-of-{self.count}"
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``K/N`` as given on the command line, e.g. ``3/8``."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if match is None:
+            raise PhonelabelError(f"shard {text!r}: expected K/N, e.g. 1/4 (share K of N)")
+        return cls(int(match[1]), int(match[2]))
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Shard | None:
+        """torchrun's RANK and WORLD_SIZE (rank 0 = shard 1), or None when they are not both
+        set or the world is one process."""
+        environ = os.environ if environ is None else environ
+        if not all(name in environ for name in SHARD_ENVIRONMENT):
+            return None
+        rank, world = (environ[name] for name in SHARD_ENVIRONMENT)
+        if not (rank.isdigit() and world.isdigit()):
+            raise PhonelabelError(
+                f"RANK={rank!r} WORLD_SIZE={world!r} in the environment: not whole numbers"
+            )
+        if int(world) <= 1:
+            return None
+        if int(rank) >= int(world):
+            raise PhonelabelError(
+                f"RANK={rank} in the environment: must be below WORLD_SIZE={world}"
+            )
+        return cls(int(rank) + 1, int(world))
+
+
+def resolve_shard(text: str | None) -> Shard | None:
+    """``--shard K/N`` when given, else torchrun's RANK/WORLD_SIZE, else None (everything)."""
+    return Shard.parse(text) if text is not None else Shard.from_environment()
+
+
+def work_units(keys: Sequence[Any], group: int = 1, shard: Shard | None = None) -> list[list[int]]:
+    """Positions in ``keys`` in units of ``group`` neighbours of their sorted order; with
+    ``shard`` K/N, only every N-th unit from the K-th. Units come in the order of their first
+    position (with ``group`` 1 and no shard: every position, as given).
+
+    Sorting makes units and shards independent of the order the list was given in (a shell
+    glob, ``find``), so every job of an array, given the same list, agrees on them; taking
+    every N-th unit spreads a folder's files (often alike in length) over the shards.
+    """
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    units = [order[start : start + group] for start in range(0, len(order), group)]
+    if shard is not None:
+        units = units[shard.index - 1 :: shard.count]
+    return sorted(units, key=min)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 from typer.testing import CliRunner
 
 from phonelabel.align import (
@@ -394,3 +395,29 @@ def test_training_stores_the_phone_priors(tone_model, tone_store):
     labels = labels[labels < NUM_PHONES]
     expected = np.bincount(labels, minlength=NUM_PHONES) / len(labels)
     np.testing.assert_allclose(config["phone_priors"], expected)
+
+
+def test_align_jobs_and_shards_write_the_bytes_of_one_process(tmp_path):
+    from conftest import tone_utterance
+
+    rng = np.random.default_rng(3)
+    inputs = []
+    for i in range(4):
+        samples = np.concatenate([tone_utterance(rng)[0] for _ in range(3)])
+        inputs.append(str(tmp_path / "in" / f"r{i}.wav"))
+        Path(inputs[-1]).parent.mkdir(exist_ok=True)
+        soundfile.write(inputs[-1], samples, 16000, subtype="PCM_16")
+    args = ["align", *inputs, "--text", "the cat sat on a mat", "--no-festival", "-f", "json"]
+
+    def tree(out: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in out.iterdir()}
+
+    outputs = {}
+    for name, options in [("one", []), ("jobs", ["--jobs", "2"]), ("shard1", ["--shard", "1/2"]),
+                          ("shard2", ["--shard", "2/2"])]:  # fmt: skip
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / name), *options])
+        assert result.exit_code == 0, result.output
+        outputs[name] = tree(tmp_path / name)
+    assert len(outputs["one"]) == 4 and outputs["jobs"] == outputs["one"]
+    assert len(outputs["shard1"]) == len(outputs["shard2"]) == 2
+    assert {**outputs["shard1"], **outputs["shard2"]} == outputs["one"]

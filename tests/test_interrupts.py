@@ -332,3 +332,43 @@ def test_synth_into_a_corpus_another_run_is_writing_is_refused(held_output):
     with pytest.raises(PhonelabelError, match="another phonelabel run is writing a corpus"):
         synthesize(held_output, speakers=4, utterances_per_speaker=1)
     assert [p.name for p in held_output.iterdir()] == [LOCK_FILE]
+
+
+# --- label --jobs: workers stop with the run, outputs whole or absent -------------------------
+
+
+@pytest.mark.xfail(
+    reason="known bug, not yet found: after Ctrl-C of label --jobs 2 the parent prints its "
+    "'interrupted:' line but does not exit (seen 3 times on a heavily loaded machine)",
+    strict=False,
+)
+def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path):
+    """80 recordings of 3 s (one, hard-linked) through the shipped model on 2 workers."""
+    from phonelabel.formats import read_segments
+
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([tone_utterance(rng)[0] for _ in range(5)])[: 3 * 16000]
+    source = write_utterance(tmp_path / "source", "SX1", samples, [], sphere=False, upper=False)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(80):
+        os.link(source, inputs / f"r{i:02d}.wav")
+    out = tmp_path / "out"
+    run = _start("label", *sorted(map(str, inputs.iterdir())), "--out", str(out), "--jobs", "2")
+
+    def working() -> bool:
+        assert run.poll() is None, _stderr(run)
+        workers = [p for p in _session(run.pid) if "multiprocessing.spawn" in p]
+        return len(workers) == 2 and out.is_dir() and len(list(out.glob("*.phn"))) >= 2
+
+    _wait_until(working, "label's workers and their first outputs", timeout=600)  # torch import
+    seconds, stderr = _stop(run, signal.SIGINT)
+    assert run.returncode == 130, stderr
+    assert seconds < STOP_SECONDS
+    _assert_nothing_left(run)
+    _assert_one_interrupted_line(stderr, "whole outputs", str(out), "run the same command again")
+    written = sorted(out.iterdir())
+    assert 2 <= len(written) < 80 and all(p.suffix == ".phn" for p in written)  # no temp files
+    for path in written:  # each one whole: it tiles the recording
+        segments = read_segments(path)
+        assert segments[0].start == 0 and segments[-1].end == pytest.approx(3.0)

@@ -34,7 +34,10 @@ from phonelabel.features import (
     normalize_speaker,
 )
 from phonelabel.label import (
+    Failure,
+    label_batch,
     label_file,
+    label_files,
     label_stream,
     load_labeller,
     output_names,
@@ -44,6 +47,7 @@ from phonelabel.model import ModelConfig, PhoneLSTM, PosteriorStream, utterance_
 from phonelabel.modeldir import TrainedModel, default_model_dir, save_model
 from phonelabel.phones import fold_to_39
 from phonelabel.store import featurize
+from phonelabel.workers import Shard
 
 RATE = 16000
 
@@ -510,3 +514,137 @@ def test_silence_is_labelled_silence_by_the_shipped_model(tmp_path, silence):
         assert segments[0].phone == segments[-1].phone == "h#"
         h_sharp = sum(s.end - s.start for s in segments if s.phone == "h#")
         assert h_sharp > 0.66 * 3.0
+
+
+# --- many files: worker processes, batches, shards ------------------------------------------
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (relative path -> bytes)."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> list[Path]:
+    """Nine short recordings in two folders, one stem in both (outputs mirror the folders)."""
+    root = tmp_path_factory.mktemp("recordings")
+    paths = []
+    for i in range(9):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(exist_ok=True)
+        name = "same.wav" if i in (1, 2) else f"r{i}.wav"
+        paths.append(write_wav(folder / name, tone_recording(0.4 + 0.15 * i, seed=10 + i)))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def one_process_outputs(recordings, random_model, tmp_path_factory) -> dict[str, bytes]:
+    """What one process writes for ``recordings`` (the reference of the tests below)."""
+    out = tmp_path_factory.mktemp("one_process") / "out"
+    labeller = load_labeller(random_model, "cpu")
+    results = list(label_files(recordings, labeller, "json", out))
+    assert all(not isinstance(r, Failure) for r in results)
+    return _tree(out)
+
+
+def test_label_jobs_2_writes_byte_for_byte_what_one_process_writes(
+    tmp_path, recordings, random_model, one_process_outputs
+):
+    garbage = recordings[0].parent / "garbage.wav"  # beside them: the same output names
+    garbage.write_bytes(b"this is not audio" * 10)
+    out = tmp_path / "out"
+    inputs = [str(p) for p in recordings[:4]] + [str(garbage)] + [str(p) for p in recordings[4:]]
+    result = runner.invoke(
+        app, ["label", *inputs, "--model", str(random_model), "--out", str(out), "-f", "json",
+              "--jobs", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(garbage) in errors[0] and "not readable audio" in errors[0]
+    assert "1 of 10 inputs failed" in result.stderr
+    assert _tree(out) == one_process_outputs
+
+
+def test_shards_are_disjoint_and_together_write_the_whole_run(
+    tmp_path, recordings, random_model, one_process_outputs
+):
+    labeller = load_labeller(random_model, "cpu")
+    shuffled = [recordings[i] for i in (4, 0, 8, 2, 6, 1, 3, 7, 5)]  # any order, same shards
+    outs = []
+    for k in (1, 2):
+        outs.append(tmp_path / f"shard{k}")
+        list(label_files(shuffled, labeller, "json", outs[-1], shard=Shard(k, 2)))
+    first, second = _tree(outs[0]), _tree(outs[1])
+    assert len(first) == 5 and len(second) == 4 and not set(first) & set(second)
+    assert {**first, **second} == one_process_outputs  # names mirror folders as in the whole run
+    # batches are cut from the sorted list, the same in every shard: equal bytes again
+    batched = tmp_path / "batched"
+    list(label_files(recordings, labeller, "json", batched, batch_files=3))
+    together = tmp_path / "together"
+    for k in (1, 2, 3):  # one batch each
+        list(label_files(shuffled, labeller, "json", together, batch_files=3, shard=Shard(k, 3)))
+    assert _tree(together) == _tree(batched)
+
+
+def test_batched_labelling_gives_the_segments_of_one_at_a_time(tmp_path, recordings, random_model):
+    labeller = load_labeller(random_model, "cpu")
+    short = write_wav(tmp_path / "short.wav", np.zeros(300, dtype=np.float32))
+    paths = [*recordings, short, tmp_path / "missing.wav"]
+    batched = label_batch(paths, labeller, max_seconds=1.2)  # the longest three go alone
+    for path, result in zip(recordings, batched, strict=False):
+        alone = label_file(path, labeller)
+        assert_same_segments(result.segments, alone.segments)
+        assert (result.duration, result.metadata) == (alone.duration, alone.metadata)
+    assert "shorter than one frame" in str(batched[-2])
+    assert "no such audio file" in str(batched[-1])
+    # the posteriors themselves: a padded batch equals each utterance alone
+    features = [torch.randn(n, 39) for n in (5, 157, 60)]
+    together = utterance_log_posteriors(labeller.trained.model, features)
+    for f, log_posteriors in zip(features, together, strict=True):
+        alone = utterance_log_posteriors(labeller.trained.model, [f])[0]
+        np.testing.assert_allclose(log_posteriors.numpy(), alone.numpy(), rtol=0, atol=1e-5)
+
+
+def test_torchrun_rank_and_world_size_pick_the_shard(
+    tmp_path, recordings, random_model, one_process_outputs, monkeypatch
+):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "out"
+    args = ["label", *map(str, recordings), "--model", str(random_model), "--out", str(out)]
+    result = runner.invoke(app, [*args, "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert "shard 2/2: 4 of 9 inputs" in result.output
+    expected = {name: data for name, data in one_process_outputs.items() if name in _tree(out)}
+    assert _tree(out) == expected and len(expected) == 4
+    monkeypatch.setenv("RANK", "2")  # --shard wins over the environment
+    result = runner.invoke(app, [*args, "-f", "json", "--shard", "1/2"])
+    assert result.exit_code == 0, result.output
+    assert _tree(out) == one_process_outputs
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--shard", "3/2"], "--shard 3/2: K must be 1 to 2"),
+        (["--shard", "0/4"], "--shard 0/4: K must be 1 to 4"),
+        (["--shard", "1/0"], "--shard 1/0: N must be at least 1"),
+        (["--shard", "half"], "--shard 'half': expected K/N"),
+        (["--jobs", "0"], "--jobs 0: must be at least 1"),
+        (["--batch-files", "0"], "--batch-files 0: must be at least 1"),
+    ],
+)
+def test_bad_shard_jobs_or_batch_is_one_line_and_writes_nothing(
+    tmp_path, recordings, random_model, option, message
+):
+    out = tmp_path / "out"
+    inputs = [str(p) for p in recordings[:2]]
+    result = runner.invoke(
+        app, ["label", *inputs, "--model", str(random_model), "--out", str(out), *option]
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
+    assert not out.exists()
