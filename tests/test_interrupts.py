@@ -337,11 +337,6 @@ def test_synth_into_a_corpus_another_run_is_writing_is_refused(held_output):
 # --- label --jobs: workers stop with the run, outputs whole or absent -------------------------
 
 
-@pytest.mark.xfail(
-    reason="known bug, not yet found: after Ctrl-C of label --jobs 2 the parent prints its "
-    "'interrupted:' line but does not exit (seen 3 times on a heavily loaded machine)",
-    strict=False,
-)
 def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path):
     """80 recordings of 3 s (one, hard-linked) through the shipped model on 2 workers."""
     from phonelabel.formats import read_segments
