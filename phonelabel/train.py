@@ -341,8 +341,19 @@ def data_path(data_on: str, device: torch.device, needed: int) -> str:
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        free = _available_ram()
     return "device" if needed <= free // 2 else "host"
+
+
+def _available_ram() -> int:
+    """Bytes of RAM available without swapping (MemAvailable: free + reclaimable cache)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def device_bytes(split: SplitData, config: TrainConfig) -> int:
