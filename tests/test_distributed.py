@@ -270,7 +270,7 @@ def test_a_rank_that_cannot_reach_the_rendezvous_stops_with_one_line(tone_store,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,
     )
     assert result.returncode == 2, result.stderr
     assert "rank 0 of 2: cannot reach the rendezvous at 127.0.0.1:" in result.stderr
