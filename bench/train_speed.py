@@ -81,7 +81,7 @@ def bench_phonelabel(args, device, data, offsets, lengths, ranks: Ranks = SINGLE
         precision=args.precision,
     )
     torch.manual_seed(0)
-    model = PhoneLSTM(ModelConfig(data.features.shape[1], args.hidden, args.layers, 0.0)).to(device)
+    model = PhoneLSTM(ModelConfig(args.dim, args.hidden, args.layers, 0.0)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     share = ranks.streams(args.streams)
     schedule = build_schedule(offsets, lengths, np.arange(len(lengths)), config).streams(share)
