@@ -1,24 +1,43 @@
-"""Training throughput: phonelabel's TBPTT step vs a bare nn.LSTM loop vs one utterance per update.
+"""Training throughput: phonelabel's TBPTT step vs a bare nn.LSTM loop vs one utterance per
+update; the training split on the device vs streamed from host memory; N processes vs one.
 
-All three train the same network size on the same frames in one process, so the ratio
-is what DESIGN.md §8 targets (>= 0.85 of bare on CPU; >= 1 M frames/s on an H100).
+The first three train the same network size on the same frames in one process, so the ratio
+is what DESIGN.md §8 targets (>= 0.85 of bare on CPU; >= 1 M frames/s on an H100). The host
+path (``--data-on host``) gathers each window from a memory-mapped file (target: >= 0.9 of
+the on-device path). ``--nproc N`` runs N processes (gloo on the CPU, NCCL on CUDA: one GPU
+each) on the same global streams, each with 1/N of the CPU threads, against one process with
+all of them (target on CPU: >= 0.85).
 
     python bench/train_speed.py                    # CPU, default 2 x 256 model, 32 streams, k1 = 20
+    python bench/train_speed.py --nproc 2          # 2 gloo processes vs 1
     python bench/train_speed.py --device cuda --streams 256 --frames 2000000
+    python bench/train_speed.py --device cuda --streams 512 --nproc 2   # 2 GPUs, NCCL
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from phonelabel.distributed import SINGLE, Ranks, process_group
 from phonelabel.model import ModelConfig, PhoneLSTM
-from phonelabel.train import RunState, SplitTensors, TrainConfig, build_schedule, run_epoch
+from phonelabel.train import (
+    HostSplit,
+    RunState,
+    SplitTensors,
+    TrainConfig,
+    build_schedule,
+    run_epoch,
+)
 
 
 def synthetic_split(frames: int, dim: int, seed: int = 0):
@@ -39,7 +58,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_phonelabel(args, device, data, offsets, lengths) -> float:
+def host_split(features: np.ndarray, labels: np.ndarray, offsets, device, folder: str) -> HostSplit:
+    """The split as the host path reads a store: features memory-mapped from a .npy file
+    (one speaker, normalised by mean 0 / std 1: the same arithmetic as real statistics)."""
+    np.save(Path(folder) / "features.npy", features)
+    raw = np.load(Path(folder) / "features.npy", mmap_mode="r")
+    ones = np.ones((1, features.shape[1]), np.float32)
+    zeros = np.zeros(len(offsets), np.int64)
+    return HostSplit(raw, labels, np.asarray(offsets), zeros, 0 * ones, ones, device)
+
+
+def bench_phonelabel(args, device, data, offsets, lengths, ranks: Ranks = SINGLE) -> float:
     config = TrainConfig(
         hidden=args.hidden,
         layers=args.layers,
@@ -52,22 +81,69 @@ def bench_phonelabel(args, device, data, offsets, lengths) -> float:
         precision=args.precision,
     )
     torch.manual_seed(0)
-    model = PhoneLSTM(ModelConfig(data.features.shape[1], args.hidden, args.layers, 0.0)).to(device)
+    model = PhoneLSTM(ModelConfig(args.dim, args.hidden, args.layers, 0.0)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    schedule = build_schedule(offsets, lengths, np.arange(len(lengths)), config).to(device)
+    share = ranks.streams(args.streams)
+    schedule = build_schedule(offsets, lengths, np.arange(len(lengths)), config).streams(share)
+    if isinstance(data, SplitTensors):
+        schedule = schedule.to(device)
     run = RunState(
         lr=1e-3, totals=dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0)
     )
-    state = model.zero_state(args.streams, device)
+    state = model.zero_state(share.stop - share.start, device)
     # warm-up on a short schedule, then the timed epoch
     warm = TrainConfig(**{**config.__dict__})
-    run_epoch(model, optimizer, data, _head(schedule, 10), warm, run, state, None, lambda s: None)
+    head = _head(schedule, 10)
+    run_epoch(model, optimizer, data, head, warm, run, state, None, lambda s: None, ranks)
     run.totals = dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0)
     sync(device)
+    barrier(ranks)
     start = time.perf_counter()
-    run_epoch(model, optimizer, data, schedule, config, run, state, None, lambda s: None)
+    run_epoch(model, optimizer, data, schedule, config, run, state, None, lambda s: None, ranks)
     sync(device)
-    return run.totals["frames"] / (time.perf_counter() - start)
+    barrier(ranks)
+    return run.totals["frames"] / (time.perf_counter() - start)  # all ranks' frames
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.distributed:
+        torch.distributed.barrier()
+
+
+def _rank(rank: int, args, port: int, threads: int, result: str) -> None:
+    """One of --nproc processes: its share of the streams, ``threads`` CPU threads."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    ranks = Ranks(rank, args.nproc, rank)
+    with process_group(ranks):
+        device = torch.device(f"cuda:{rank}" if args.device.startswith("cuda") else args.device)
+        features, labels, offsets, lengths = synthetic_split(args.frames, args.dim)
+        data = SplitTensors.from_arrays(features, labels, device)
+        speeds = [bench_phonelabel(args, device, data, offsets, lengths, ranks)]
+        speeds += [bench_phonelabel(args, device, data, offsets, lengths, ranks)]
+    if ranks.main:
+        Path(result).write_text(json.dumps(max(speeds)))
+
+
+def bench_processes(args, device, data, offsets, lengths) -> dict:
+    """One process with every thread vs --nproc processes splitting the threads (CPU)."""
+    threads = torch.get_num_threads()
+    one = [bench_phonelabel(args, device, data, offsets, lengths) for _ in range(2)]
+    with socket.socket() as s, tempfile.TemporaryDirectory() as folder:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        result = Path(folder) / "fps.json"
+        per_rank = max(1, threads // args.nproc)
+        torch.multiprocessing.spawn(_rank, (args, port, per_rank, str(result)), nprocs=args.nproc)
+        many = json.loads(result.read_text())
+    one.append(bench_phonelabel(args, device, data, offsets, lengths))  # drift check
+    return {
+        "one_process": round(max(one)),
+        f"{args.nproc}_processes": round(many),
+        "ratio": round(many / max(one), 3),
+        "threads": f"{threads} in one process; {per_rank} in each of {args.nproc}",
+    }
 
 
 def _head(schedule, steps):
@@ -158,20 +234,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs; best of each")
+    parser.add_argument("--nproc", type=int, default=1, help="N processes vs one (DDP)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     features, labels, offsets, lengths = synthetic_split(args.frames, args.dim)
     data = SplitTensors.from_arrays(features, labels, device)
-    chunk = args.streams * args.k1
-    results = {"phonelabel": [], "bare": []}
-    for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
-        results["phonelabel"].append(bench_phonelabel(args, device, data, offsets, lengths))
-        results["bare"].append(bench_bare(args, device, data, max(args.frames // chunk, 20)))
-    naive = bench_naive(args, device, data, offsets, lengths, min(len(lengths), 200))
-    phonelabel, bare = max(results["phonelabel"]), max(results["bare"])
-    report = {
+    header = {
         "device": torch.cuda.get_device_name()
         if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",
@@ -179,12 +249,38 @@ def main() -> None:
         "streams": args.streams,
         "k1": args.k1,
         "k2": args.k2 or args.k1,
+    }
+    if args.nproc > 1:
+        report = {
+            **header,
+            "frames_per_second": bench_processes(args, device, data, offsets, lengths),
+        }
+        print(json.dumps(report, indent=2))
+        return
+    chunk = args.streams * args.k1
+    results = {"phonelabel": [], "host": [], "bare": []}
+    with tempfile.TemporaryDirectory() as folder:
+        host = host_split(features, labels, offsets, device, folder)
+        for _ in range(args.repeats):  # interleaved, so drift in machine load hits all alike
+            results["phonelabel"].append(bench_phonelabel(args, device, data, offsets, lengths))
+            results["host"].append(bench_phonelabel(args, device, host, offsets, lengths))
+            results["bare"].append(bench_bare(args, device, data, max(args.frames // chunk, 20)))
+    naive = bench_naive(args, device, data, offsets, lengths, min(len(lengths), 200))
+    phonelabel, bare, streamed = (
+        max(results["phonelabel"]),
+        max(results["bare"]),
+        max(results["host"]),
+    )
+    report = {
+        **header,
         "frames_per_second": {
             "phonelabel": round(phonelabel),
+            "phonelabel_data_on_host": round(streamed),
             "bare_lstm": round(bare),
             "one_utterance_per_update": round(naive),
         },
         "ratio_to_bare": round(phonelabel / bare, 3),
+        "ratio_host_to_device": round(streamed / phonelabel, 3),
         "speedup_over_naive": round(phonelabel / naive, 1),
     }
     print(json.dumps(report, indent=2))

@@ -414,13 +414,21 @@ def train(
         Optional[int], _train_option("epochs", "Maximum epochs (with --resume: as before).")
     ] = None,
     batch_streams: Annotated[
-        Optional[int], _train_option("batch_streams", "Utterance streams run side by side.")
+        Optional[int],
+        _train_option(
+            "batch_streams",
+            "Utterance streams run side by side, over all processes (0 = 32 on the CPU, "
+            "256 per process on CUDA).",
+        ),
     ] = None,
     optimizer: Annotated[
         Optional[str], _train_option("optimizer", "adam or sgd (momentum 0.9).")
     ] = None,
     lr: Annotated[
-        Optional[float], _train_option("lr", "Learning rate (0 = adam 1e-3, sgd 0.05).")
+        Optional[float],
+        _train_option(
+            "lr", "Learning rate (0 = adam 1e-3, sgd 0.05, x sqrt(streams/32) above 32 streams)."
+        ),
     ] = None,
     input_noise: Annotated[
         Optional[float], _train_option("input_noise", "Std of Gaussian noise added to inputs.")
@@ -443,6 +451,14 @@ def train(
         _train_option("seed", "Random seed (same seed, same data, CPU: same weights)."),
     ] = None,
     device: Annotated[Optional[str], _train_option("device", "auto, cpu or cuda.")] = None,
+    data_on: Annotated[
+        Optional[str],
+        _train_option(
+            "data_on",
+            "Where the training split lives: device, host (memory-mapped, each window "
+            "streamed to the device) or auto (device if it fits in half its free memory).",
+        ),
+    ] = None,
     precision: Annotated[
         Optional[str], _train_option("precision", "fp32, tf32 or bf16 (CUDA).")
     ] = None,
@@ -475,10 +491,14 @@ def train(
     ] = None,
 ) -> None:
     """Train the unidirectional LSTM with truncated BPTT(k1, k2) and gradient clipping."""
+    from contextlib import nullcontext
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from phonelabel import train as training
+    from phonelabel.distributed import ReportedByRankZero, ranks_from_env
 
+    ranks = ranks_from_env()  # under torchrun, rank 0 alone prints progress and results
     given = {
         name: value
         for name, value in locals().items()
@@ -522,13 +542,19 @@ def train(
             )
         return f"nothing kept in {out} (no checkpoint yet); run the same command again"
 
-    with _on_interrupt(kept), bar:
+    with _on_interrupt(kept), bar if ranks.main else nullcontext():
         try:
             trained = training.train(
-                features, out, resume=resume, on_progress=on_progress, changes=given
+                features, out, resume=resume, on_progress=on_progress, changes=given, ranks=ranks
             )
+        except ReportedByRankZero as error:
+            if not ranks.main:
+                raise typer.Exit(2) from None
+            raise PhonelabelError(_as_flags(str(error))) from None
         except PhonelabelError as error:  # the library names options; the user typed flags
             raise PhonelabelError(_as_flags(str(error))) from None
+    if not ranks.main:
+        return
     best = max(
         (r for r in _read_history(out)),
         key=lambda r: r["dev_frame_accuracy_61"] or -1,

@@ -12,7 +12,12 @@ from phonelabel.errors import PhonelabelError
 
 # options a resumed run may change: they alter when it stops, where it runs and how often it
 # saves, never what an update computes
-RESUME_SAFE = frozenset({"epochs", "device", "patience", "checkpoint_seconds", "tune_decoder"})
+RESUME_SAFE = frozenset(
+    {"epochs", "device", "data_on", "patience", "checkpoint_seconds", "tune_decoder"}
+)
+CPU_STREAMS = 32  # --batch-streams 0 on the CPU
+GPU_STREAMS = 256  # ... and per GPU on CUDA: a cuDNN LSTM needs wide batches to be busy
+DATA_ON = ("auto", "device", "host")
 
 
 @dataclass(frozen=True)
@@ -23,10 +28,10 @@ class TrainConfig:
     delay: int = 3  # target delay (frames): measured best for unseen voices (README)
     k1: int = 20  # frames per update; 0 = whole-utterance BPTT
     k2: int = 0  # frames of backpropagation; 0 = same as k1
-    batch_streams: int = 32
+    batch_streams: int = 0  # 0 = 32 on the CPU, 256 per process on CUDA
     epochs: int = 30
     optimizer: str = "adam"  # or "sgd" (momentum 0.9, as Graves & Schmidhuber 2005)
-    lr: float = 0.0  # 0 = the optimiser's default (adam 1e-3, sgd 0.05)
+    lr: float = 0.0  # 0 = adam 1e-3, sgd 0.05, x sqrt(streams / 32) above 32 streams
     momentum: float = 0.9
     weight_decay: float = 0.0
     clip: float = 1.0  # global-norm clipping threshold; 0 disables
@@ -40,6 +45,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     seed: int = 0
     device: str = "auto"
+    data_on: str = "auto"  # the training split on the device, or streamed from host memory
     precision: str = "fp32"  # fp32, tf32 (CUDA matmuls), bf16 (autocast)
     checkpoint_seconds: float = 300.0  # mid-epoch checkpoint interval for --resume
     tune_decoder: bool = True  # after training, tune Viterbi smoothing on dev (PER)
@@ -51,12 +57,19 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr or (1e-3 if self.optimizer == "adam" else 0.05)
+        """--lr, or the optimiser's default at 32 streams scaled by the square root of the
+        batch above that (the GPU default of 256 streams: x 2.83), as the gradient's noise
+        shrinks with the batch."""
+        base = 1e-3 if self.optimizer == "adam" else 0.05
+        streams = self.batch_streams or CPU_STREAMS
+        return self.lr or base * math.sqrt(max(streams, CPU_STREAMS) / CPU_STREAMS)
 
-    def resolved(self) -> TrainConfig:
-        """The values a run uses in place of the 0 = default markers (lr, k2): what
-        config.json records, and reads back as the same config."""
-        return replace(self, lr=self.learning_rate, k2=self.window)
+    def resolved(self, cuda: bool = False, processes: int = 1) -> TrainConfig:
+        """The values a run uses in place of the 0 = default markers (batch_streams, lr,
+        k2): what config.json records, and reads back as the same config."""
+        streams = self.batch_streams or (GPU_STREAMS * processes if cuda else CPU_STREAMS)
+        config = replace(self, batch_streams=streams)
+        return replace(config, lr=config.learning_rate, k2=self.window)
 
     def resumed(self, changes: dict[str, Any]) -> TrainConfig:
         """This (saved) run's config with ``changes`` applied: options in RESUME_SAFE may
@@ -65,7 +78,9 @@ class TrainConfig:
         if unknown:
             raise PhonelabelError(f"unknown training options {', '.join(unknown)}")
         # lr = 0 or k2 = 0 ask for "the default", which this run resolved already
-        changes = {k: v for k, v in changes.items() if not (k in ("lr", "k2") and not v)}
+        changes = {
+            k: v for k, v in changes.items() if not (k in ("lr", "k2", "batch_streams") and not v)
+        }
         for name, value in changes.items():
             if name not in RESUME_SAFE and value != getattr(self, name):
                 raise PhonelabelError(
@@ -87,9 +102,13 @@ class TrainConfig:
         for name in ("time_mask", "freq_mask"):
             if getattr(self, name) < 0:
                 raise PhonelabelError(f"{name} must be >= 0")
-        for name in ("hidden", "layers", "batch_streams", "epochs", "patience", "lr_patience"):
+        for name in ("hidden", "layers", "epochs", "patience", "lr_patience"):
             if getattr(self, name) < 1:
                 raise PhonelabelError(f"{name} must be >= 1")
+        if self.batch_streams < 0:
+            raise PhonelabelError("batch_streams must be >= 1 (0: the device's default)")
+        if self.data_on not in DATA_ON:
+            raise PhonelabelError(f"unknown data_on {self.data_on!r} (auto, device or host)")
         for name in ("delay", "clip", "clip_value", "lr", "input_noise", "weight_decay"):
             if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
                 raise PhonelabelError(f"{name} must be a number >= 0")

@@ -12,14 +12,24 @@ where an utterance starts, so nothing leaks from one utterance into the next.
 k2 == k1 (the default) is one fused nn.LSTM call per step; k2 > k1 unrolls the window
 frame by frame (``PhoneLSTM.forward_with_resets``), since an utterance can start
 inside it. k1 == 0 is whole-utterance BPTT: one update per batch of B utterances.
+
+Under torchrun (``distributed.py``) every rank builds the same seeded schedule and runs its
+own contiguous B/N of the streams; the loss is divided by the step's scored frames over all
+B streams (every rank knows them from the schedule) and the gradients are summed over the
+ranks before clipping, so N ranks make the update one process with B streams makes. The
+training split sits on the device (``SplitTensors``), or, when it does not fit, stays in
+host memory and each window is gathered there, the next one while this one trains
+(``HostSplit``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +40,20 @@ import torch.nn.functional as F
 
 from phonelabel.config import TrainConfig
 from phonelabel.decode import phone_error_rate, tune_decoder
+from phonelabel.distributed import (
+    SINGLE,
+    Ranks,
+    ReportedByRankZero,
+    agree,
+    broadcast,
+    gather_streams,
+    process_group,
+    ranks_from_env,
+    step_seed,
+    sum_array,
+    sum_gradients,
+    sum_values,
+)
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import NO_LABEL, FeatureConfig, config_differences
 from phonelabel.fileio import LOCK_FILE, output_lock, write_text
@@ -51,7 +75,7 @@ from phonelabel.modeldir import (
 )
 from phonelabel.phones import NUM_PHONES
 from phonelabel.plots import plot_curves
-from phonelabel.store import open_store
+from phonelabel.store import SplitData, open_store
 
 CHECKPOINT = "checkpoint.pt"  # last state for --resume (model.pt is the best one)
 METRICS = "metrics.jsonl"
@@ -89,6 +113,15 @@ class Schedule:
             x_index=self.x_index.to(device),
             y_index=self.y_index.to(device),
             reset=self.reset.to(device),
+        )
+
+    def streams(self, share: slice) -> Schedule:
+        """One rank's streams; ``frames`` still counts all B (the loss's divisor)."""
+        return replace(
+            self,
+            x_index=self.x_index[:, share].contiguous(),
+            y_index=self.y_index[:, share].contiguous(),
+            reset=self.reset[:, share].contiguous(),
         )
 
 
@@ -205,7 +238,11 @@ def _whole_utterance_schedule(
     )
 
 
-# --- one step -----------------------------------------------------------------------------
+# --- where the frames come from ------------------------------------------------------------
+
+# One step's inputs on the device: x (B, W, D), targets (B, W) (-1: no loss), real (B, W)
+# (False on padding) and reset (B, W) (True at an utterance's first frame).
+Window = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -227,29 +264,128 @@ class SplitTensors:
             torch.cat([torch.from_numpy(targets), torch.tensor([-1])]).to(device),
         )
 
+    def windows(self, schedule: Schedule, start: int) -> Iterator[Window]:
+        """Steps ``start``.. of a schedule already on the device, gathered there."""
+        for step in range(start, len(schedule)):
+            x_index, y_index, reset = schedule.step(step)
+            yield self.features[x_index], self.labels[y_index], x_index >= 0, reset
+
+
+@dataclass
+class HostSplit:
+    """A split left in host memory (the store's memory map): each window's frames are
+    gathered and normalised there when needed, the next window in a thread while the
+    device trains on this one, and sent over through pinned memory. The same numbers as
+    ``SplitTensors.from_arrays(split.normalized_features(), ...)`` holds, window by window."""
+
+    raw: np.ndarray  # (N, D) float32 memmap, raw features
+    labels: np.ndarray  # (N,) uint8 memmap
+    starts: np.ndarray  # (U,) first frame of each utterance, ascending
+    speaker: np.ndarray  # (U,) index of each utterance's speaker in mean/std
+    mean: np.ndarray  # (speakers, D) float32
+    std: np.ndarray  # (speakers, D) float32
+    device: torch.device
+
+    @classmethod
+    def from_split(cls, split: SplitData, device: torch.device) -> HostSplit:
+        utterances = sorted(split.utterances, key=lambda u: u.offset)
+        speakers = sorted({u.speaker for u in utterances})
+        return cls(
+            split.raw,
+            split.labels,
+            np.array([u.offset for u in utterances], dtype=np.int64),
+            np.array([speakers.index(u.speaker) for u in utterances], dtype=np.int64),
+            np.stack([np.asarray(split.speaker_stats[s][0], np.float32) for s in speakers]),
+            np.stack([np.asarray(split.speaker_stats[s][1], np.float32) for s in speakers]),
+            device,
+        )
+
+    def gather(self, x_index: np.ndarray, y_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, W) frame indices (-1: padding) -> normalised features (B, W, D) float32 and
+        targets (B, W) int64, as ``features.normalize`` computes them."""
+        rows = np.where(x_index >= 0, x_index, 0)
+        speaker = self.speaker[np.searchsorted(self.starts, rows, side="right") - 1]
+        x = (np.asarray(self.raw[rows], np.float32) - self.mean[speaker]) / self.std[speaker]
+        x[x_index < 0] = 0.0
+        targets = np.asarray(self.labels[np.where(y_index >= 0, y_index, 0)]).astype(np.int64)
+        targets[(y_index < 0) | (targets == NO_LABEL)] = -1
+        return x, targets
+
+    def windows(self, schedule: Schedule, start: int) -> Iterator[Window]:
+        """Steps ``start``.. of a schedule kept on the host; step i + 1 is gathered while
+        step i trains."""
+
+        def prepare(step: int) -> Window:
+            x_index, y_index, reset = schedule.step(step)
+            x, targets = self.gather(x_index.numpy(), y_index.numpy())
+            tensors = (torch.from_numpy(x), torch.from_numpy(targets), x_index >= 0, reset)
+            if self.device.type == "cuda":
+                tensors = tuple(t.pin_memory() for t in tensors)
+            return tensors  # type: ignore[return-value]
+
+        with ThreadPoolExecutor(1) as prefetch:
+            pending = prefetch.submit(prepare, start) if start < len(schedule) else None
+            for step in range(start, len(schedule)):
+                window = pending.result()  # type: ignore[union-attr]
+                if step + 1 < len(schedule):
+                    pending = prefetch.submit(prepare, step + 1)
+                yield tuple(t.to(self.device, non_blocking=True) for t in window)  # type: ignore[misc]
+
+
+def data_path(data_on: str, device: torch.device, needed: int) -> str:
+    """``--data-on auto``: the device when the split (``needed`` bytes there) takes at most
+    half its free memory (the rest is for the model, activations and the allocator), else
+    the host. On the CPU the "device" is RAM: a copy of the split next to the memory map."""
+    if data_on != "auto":
+        return data_on
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = _available_ram()
+    return "device" if needed <= free // 2 else "host"
+
+
+def _available_ram() -> int:
+    """Bytes of RAM available without swapping (MemAvailable: free + reclaimable cache)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def device_bytes(split: SplitData, config: TrainConfig) -> int:
+    """What the device path puts on the device: features, targets and the schedule's
+    x/y indices and resets (x window / k1 for overlapping windows)."""
+    frames, dim = split.raw.shape
+    overlap = config.window / max(config.k1, 1) if config.k1 else 1.5
+    return int(frames * (4 * dim + 8 + 17 * overlap))
+
+
+# --- one step -----------------------------------------------------------------------------
+
 
 def compute_loss(
     model: PhoneLSTM,
-    data: SplitTensors,
-    x_index: torch.Tensor,  # (B, W)
-    y_index: torch.Tensor,  # (B, W)
-    reset: torch.Tensor,  # (B, W)
+    window: Window,
     state: State,
     frames: int,
     capture_at: int,
     input_noise: float = 0.0,
     masks: tuple[int, int, int] = (0, 0, 1),
 ) -> tuple[torch.Tensor, State, torch.Tensor]:
-    """Mean cross-entropy over the window's scored frames; returns (loss, next state, correct).
+    """Cross-entropy summed over the window's scored frames, divided by ``frames`` (the
+    step's scored frames over all streams of all ranks); returns (loss, next state, correct).
 
     ``masks``: (time_mask, freq_mask, feature groups) for ``spec_augment``."""
-    x = data.features[x_index]  # (B, W, D); index -1 is the zero padding row
+    x, targets, real, reset = window  # (B, W, D), (B, W), (B, W), (B, W)
     if model.training:
         if input_noise > 0:
-            x = x + input_noise * torch.randn_like(x) * (x_index >= 0).unsqueeze(-1)
+            x = x + input_noise * torch.randn_like(x) * real.unsqueeze(-1)
         x = spec_augment(x, *masks)
-    targets = data.labels[y_index]  # (B, W)
-    if capture_at == x_index.shape[1]:  # k2 == k1: resets only at the window start
+    if capture_at == x.shape[1]:  # k2 == k1: resets only at the window start
         keep = (~reset[:, 0]).to(x.dtype)[None, :, None]
         logits, state = model(x, (state[0] * keep, state[1] * keep))  # (B, W, 61)
     else:
@@ -351,21 +487,27 @@ def make_optimizer(model: PhoneLSTM, config: TrainConfig) -> torch.optim.Optimiz
     )
 
 
-def split_posteriors(model: PhoneLSTM, split, device: torch.device, batch: int = 64):
-    """(log-posteriors (T, 61) numpy, its Reference) of every utterance of a split, each
-    from a zero state, target delay honoured (batched by similar length)."""
-    lengths = [u.frames for u in split.utterances]
-    for i, log_posteriors in batched_log_posteriors(
-        model, split.utterance_features, lengths, device, batch
+def split_posteriors(
+    model: PhoneLSTM, split, device: torch.device, batch: int = 64, ranks: Ranks = SINGLE
+):
+    """(log-posteriors (T, 61) numpy, its Reference) of every utterance of a split (with
+    several ranks: of this rank's share), each from a zero state, target delay honoured
+    (batched by similar length)."""
+    chosen = ranks.items(len(split.utterances))
+    lengths = [split.utterances[i].frames for i in chosen]
+    for j, log_posteriors in batched_log_posteriors(
+        model, lambda j: split.utterance_features(chosen[j]), lengths, device, batch
     ):
-        yield log_posteriors, split.reference(i)
+        yield log_posteriors, split.reference(chosen[j])
 
 
-def frame_accuracies(model: PhoneLSTM, split, device: torch.device) -> dict:
-    """Frame accuracy (61 and folded 39 classes), scored exactly as ``evaluate`` scores."""
+def frame_accuracies(model: PhoneLSTM, split, device: torch.device, ranks: Ranks = SINGLE) -> dict:
+    """Frame accuracy (61 and folded 39 classes), scored exactly as ``evaluate`` scores;
+    with several ranks each scores its share and the confusions are summed."""
     confusion = np.zeros((NUM_PHONES, NUM_PHONES), dtype=np.int64)
-    for log_posteriors, reference in split_posteriors(model, split, device):
+    for log_posteriors, reference in split_posteriors(model, split, device, ranks=ranks):
         confusion += confusion_61(reference.frames, log_posteriors.argmax(-1))
+    confusion = sum_array(ranks, confusion)
     scored = int(confusion.sum())
     return {
         "frame_accuracy_61": float(np.trace(confusion)) / max(scored, 1),
@@ -415,8 +557,9 @@ def _prepare_out(out: Path, resume: bool) -> None:
 class EpochMeter:
     """Epoch sums kept on the device between syncs (a .item() per step would stall a GPU)."""
 
-    def __init__(self, totals: dict[str, float], device: torch.device):
+    def __init__(self, totals: dict[str, float], device: torch.device, ranks: Ranks = SINGLE):
         self.totals = totals
+        self.ranks = ranks
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.clipped = torch.zeros((), device=device, dtype=torch.long)
@@ -431,24 +574,32 @@ class EpochMeter:
         self.frames += frames
         self.steps += 1
 
-    def flush(self, where: str) -> dict[str, float]:
-        """Add the device sums into ``totals`` (one sync); refuse a diverged loss."""
-        loss = float(self.loss)
-        if not math.isfinite(loss):
-            raise PhonelabelError(
+    def flush(self, where: str, due: bool = False) -> tuple[dict[str, float], bool]:
+        """Add the device sums into ``totals`` (one sync; with several ranks, summed over
+        them) and refuse a diverged loss. Returns the totals and ``due`` as rank 0 has it
+        (whether to checkpoint now: the ranks must agree, and only rank 0's clock counts)."""
+        if self.ranks.distributed:  # the frames and the clipping are the same on every rank
+            flag = float(due and self.ranks.main)
+            sums = torch.stack([self.loss.double(), self.correct.double()])
+            sums = sum_values(torch.cat([sums, sums.new_tensor([flag])])).tolist()
+            loss, correct, due = sums[0], int(sums[1]), sums[2] > 0
+        else:
+            loss, correct = float(self.loss), int(self.correct)
+        if not math.isfinite(loss):  # every rank sees the same sum: rank 0 reports it
+            raise (ReportedByRankZero if self.ranks.distributed else PhonelabelError)(
                 f"training diverged (loss is {loss}) {where}; a model.pt written before (the "
                 "best epoch so far) is kept (try a lower --lr or --clip)"
             )
         totals = self.totals
         totals["loss"] += loss
-        totals["correct"] += int(self.correct)
+        totals["correct"] += correct
         totals["clipped"] += int(self.clipped)
         totals["frames"] += self.frames
         totals["steps"] += self.steps
         totals["seconds"] = self.seconds_before + time.perf_counter() - self.started
         self.loss.zero_(), self.correct.zero_(), self.clipped.zero_()
         self.frames = self.steps = 0
-        return totals
+        return totals, due
 
 
 def run_epoch(
@@ -461,26 +612,29 @@ def run_epoch(
     state: State,
     on_progress: Callable[[Progress], None] | None,
     save_checkpoint: Callable[[State], None],
+    ranks: Ranks = SINGLE,
     groups: int = 1,
 ) -> State:
-    """The TBPTT loop: window -> loss on the newest k1 frames -> backward -> clip -> step.
-    Returns the streams' state after the last step (what the next step would start from).
-    ``groups``: the features' static + delta groups (SpecAugment's bands span them all)."""
+    """The TBPTT loop: window -> loss on the newest k1 frames -> backward -> (sum over the
+    ranks) -> clip -> step. ``data`` is SplitTensors or HostSplit; ``schedule`` holds this
+    rank's streams. Returns the streams' state after the last step (where the next would
+    start). ``groups``: the features' static + delta groups (SpecAugment's bands span them
+    all)."""
     model.train()
-    meter = EpochMeter(run.totals, state[0].device)
+    meter = EpochMeter(run.totals, state[0].device, ranks)
     autocast = torch.autocast(state[0].device.type, torch.bfloat16, config.precision == "bf16")
     last_checkpoint = time.perf_counter()
+    windows = data.windows(schedule, run.step)
     for step in range(run.step, len(schedule)):
-        frames = int(schedule.frames[step])
-        x_index, y_index, reset = schedule.step(step)
-        capture_at = config.k1 or x_index.shape[1]  # where the next window starts
+        frames = int(schedule.frames[step])  # all ranks' streams: the loss's divisor
+        window = next(windows)
+        capture_at = config.k1 or window[0].shape[1]  # where the next window starts
+        if ranks.distributed:  # each rank its own dropout and noise, reproducible on resume
+            torch.manual_seed(step_seed(config.seed, run.epoch, step, ranks.rank))
         with autocast:
             loss, state, correct = compute_loss(
                 model,
-                data,
-                x_index,
-                y_index,
-                reset,
+                window,
                 state,
                 frames,
                 capture_at,
@@ -490,13 +644,19 @@ def run_epoch(
         if frames:  # a window of padding only (streams drained) carries state, no update
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if ranks.distributed:
+                sum_gradients(list(model.parameters()))
             norm = clip_gradients(model, config)
             optimizer.step()
             meter.add(loss, frames, correct, (norm > config.clip) if config.clip > 0 else 0)
         last = step == len(schedule) - 1
-        if step % 25 == 0 or last:
-            totals = meter.flush(f"in epoch {run.epoch + 1}, step {step + 1}")
-            if on_progress is not None:
+        report = step % 25 == 0 or last
+        due = not last and time.perf_counter() - last_checkpoint > config.checkpoint_seconds
+        if ranks.distributed:  # all ranks must save together: rank 0's clock, where they meet
+            due = not last and (config.checkpoint_seconds == 0 or (due and report))
+        if report or due:
+            totals, due = meter.flush(f"in epoch {run.epoch + 1}, step {step + 1}", due)
+            if report and on_progress is not None:
                 on_progress(
                     Progress(
                         run.epoch + 1,
@@ -509,8 +669,7 @@ def run_epoch(
                         run.lr,
                     )
                 )
-        if not last and time.perf_counter() - last_checkpoint > config.checkpoint_seconds:
-            meter.flush(f"in epoch {run.epoch + 1}, step {step + 1}")
+        if due:
             run.step = step + 1
             save_checkpoint(state)
             last_checkpoint = time.perf_counter()
@@ -545,15 +704,28 @@ def train(
     resume: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     changes: dict[str, Any] | None = None,
+    ranks: Ranks | None = None,
 ) -> TrainedModel:
     """Train on a feature store's train split, select on dev; returns the best model.
 
     ``resume``: continue the run in ``out`` with its own options; ``changes`` may alter the
     ones ``config.RESUME_SAFE`` lists (``config`` is not used). Without ``resume``,
     ``changes`` are applied to ``config``. A second run writing the same ``out`` is refused.
+    ``ranks``: this process's place among torchrun's (default: from the environment); rank
+    0 alone writes ``out`` and reports progress.
     """
-    with output_lock(out, "a model"):
-        return _train(features, Path(out), config, resume, on_progress, changes)
+    ranks = ranks_from_env() if ranks is None else ranks
+    with process_group(ranks):
+        if not ranks.main:
+            return _train(features, Path(out), config, resume, None, changes, ranks)
+        with output_lock(out, "a model"):
+            return _train(features, Path(out), config, resume, on_progress, changes, ranks)
+
+
+def _read_checkpoint(out: Path) -> dict[str, Any]:
+    if not (out / CHECKPOINT).is_file():
+        raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
+    return load_state_dict(out / CHECKPOINT)
 
 
 def _train(
@@ -563,33 +735,20 @@ def _train(
     resume: bool,
     on_progress: Callable[[Progress], None] | None,
     changes: dict[str, Any] | None,
+    ranks: Ranks,
 ) -> TrainedModel:
-    checkpoint = None
-    if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
-        checkpoint = load_state_dict(out / CHECKPOINT)
-        config = TrainConfig(**checkpoint["config"]).resumed(changes or {})
-    elif changes:
-        config = replace(config, **changes)
-    config.check()
-    config = config.resolved()
-    device = resolve_device(config.device)
-    if config.precision == "bf16" and device.type != "cuda":
-        raise PhonelabelError("precision bf16 needs a CUDA GPU (use fp32 on the CPU)")
-    store = open_store(features)
-    if "train" not in store.split_names or not store.split("train").utterances:
-        raise PhonelabelError(f"{features}: the train split is empty")
+    # rank 0 reads the checkpoint (--out need not be shared between nodes) and sends it over
+    checkpoint = agree(ranks, lambda: _read_checkpoint(out) if resume and ranks.main else None)
+    checkpoint = broadcast(ranks, checkpoint)
+    setup = agree(ranks, lambda: _setup(features, out, config, checkpoint, changes, ranks))
+    config, device, store, start = setup
+    if config.precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     fingerprint = store.info.get("fingerprint")
-    if checkpoint is not None and checkpoint.get("store") not in (None, fingerprint):
-        raise PhonelabelError(
-            f"{features}: not the feature store this run started on; resume it with that one"
-        )
     train_split = store.split("train")
     dev_split = store.split("dev") if "dev" in store.split_names else None
     if dev_split is not None and not dev_split.utterances:
         dev_split = None
-    _check_labels(np.asarray(train_split.labels), f"{features}/train/labels.npy")
     model_config = ModelConfig(
         input_dim=store.config.dim,
         hidden=config.hidden,
@@ -597,12 +756,6 @@ def _train(
         dropout=config.dropout,
         delay=config.delay,
     )
-    # a resumed run's weights come from its checkpoint; the --init model was its start only
-    starting = config.init and checkpoint is None
-    start = _initial_model(config.init, model_config, store.config) if starting else None
-    _prepare_out(out, resume)  # after every check (output_lock removes the dir it made)
-    if config.precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     torch.manual_seed(config.seed)
     model = PhoneLSTM(model_config).to(device)
@@ -610,6 +763,7 @@ def _train(
         model.load_state_dict(start.model.state_dict())
     optimizer = make_optimizer(model, config)
     run = RunState(lr=config.learning_rate)
+    share = ranks.streams(config.batch_streams)
     stream_state = None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -618,8 +772,9 @@ def _train(
         torch.set_rng_state(checkpoint["rng"])
         if "cuda_rng" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([t.cpu() for t in checkpoint["cuda_rng"]])
-        if "stream_state" in checkpoint:
-            stream_state = tuple(t.to(device) for t in checkpoint["stream_state"])
+        if "stream_state" in checkpoint:  # all B streams: this rank takes its share
+            stream_state = tuple(t[:, share].to(device) for t in checkpoint["stream_state"])
+    on_device = data_path(config.data_on, device, device_bytes(train_split, config)) == "device"
     trained = TrainedModel(
         model=model,
         feature=store.config,
@@ -628,18 +783,27 @@ def _train(
         run={
             "features": str(Path(features).resolve()),
             "device_used": str(device),
+            "world_size": ranks.world,
+            "data_on_used": "device" if on_device else "host",
             **({"init_model": str(start.directory.resolve())} if start is not None else {}),
         },
         directory=out,
         phone_priors=phone_frequencies(np.asarray(train_split.labels)),
     )
-    data = SplitTensors.from_arrays(train_split.normalized_features(), train_split.labels, device)
+    if on_device:
+        data = SplitTensors.from_arrays(
+            train_split.normalized_features(), train_split.labels, device
+        )
+    else:
+        data = HostSplit.from_split(train_split, device)
     offsets = np.array([u.offset for u in train_split.utterances])
     lengths = np.array([u.frames for u in train_split.utterances])
     labelled = np.asarray(train_split.labels) != NO_LABEL  # .PHN gaps: run, not trained
 
     def save_checkpoint(state: State | None) -> None:
-        _save_checkpoint(out, model, optimizer, run, config, state, fingerprint)
+        whole = None if state is None else tuple(gather_streams(ranks, t) for t in state)
+        if ranks.main:
+            _save_checkpoint(out, model, optimizer, run, config, whole, fingerprint, ranks.world)
 
     def finished() -> bool:  # also true when resuming a run that already stopped early
         return run.epoch >= config.epochs or (
@@ -648,9 +812,11 @@ def _train(
 
     while not finished():
         order = np.random.default_rng([config.seed, run.epoch]).permutation(len(lengths))
-        schedule = build_schedule(offsets, lengths, order, config, labelled).to(device)
+        schedule = build_schedule(offsets, lengths, order, config, labelled).streams(share)
+        if on_device:
+            schedule = schedule.to(device)
         if run.step == 0 or stream_state is None:
-            stream_state = model.zero_state(config.batch_streams, device)
+            stream_state = model.zero_state(share.stop - share.start, device)
             run.step = 0
             run.totals = dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0)
         for group in optimizer.param_groups:
@@ -665,13 +831,15 @@ def _train(
             stream_state,
             on_progress,
             save_checkpoint,
+            ranks,
             groups=1 + store.config.delta_order,
         )
         stream_state = None
-        record = _end_epoch(run, model, dev_split, device)
-        if record["best"]:
-            save_model(out, trained)
-        _write_metrics(out, run.history)
+        record = _end_epoch(run, model, dev_split, device, ranks)
+        if ranks.main:
+            if record["best"]:
+                save_model(out, trained)
+            _write_metrics(out, run.history)
         _adjust_schedule(run, config, optimizer)
         run.epoch += 1
         run.step = 0
@@ -690,6 +858,8 @@ def _train(
                     record,
                 )
             )
+    if not ranks.main:  # rank 0 alone tunes the decoder and writes the final model
+        return trained
     model.load_state_dict(load_state_dict(out / "model.pt", device))
     model.eval()
     if dev_split is not None and config.tune_decoder:
@@ -698,7 +868,59 @@ def _train(
     return trained
 
 
-def _end_epoch(run: RunState, model: PhoneLSTM, dev_split, device: torch.device) -> dict[str, Any]:
+def _setup(
+    features: str | Path,
+    out: Path,
+    config: TrainConfig,
+    checkpoint: dict[str, Any] | None,
+    changes: dict[str, Any] | None,
+    ranks: Ranks,
+) -> tuple[TrainConfig, torch.device, Any, TrainedModel | None]:
+    """Every check before training: (the run's resolved config, device, opened store, the
+    --init model or None). Rank 0 also makes sure ``out`` may be written."""
+    if checkpoint is not None:
+        config = TrainConfig(**checkpoint["config"]).resumed(changes or {})
+        trained_by = checkpoint.get("world_size", 1)
+        if trained_by != ranks.world:
+            raise PhonelabelError(
+                f"{out}: this run was trained by {trained_by} process(es) and resumes only "
+                f"with {trained_by} (torchrun --nnodes x --nproc-per-node), not {ranks.world}"
+            )
+    elif changes:
+        config = replace(config, **changes)
+    config.check()
+    device = resolve_device(config.device)
+    config = config.resolved(device.type == "cuda", ranks.world)
+    ranks.check_streams(config.batch_streams)
+    if config.precision == "bf16" and device.type != "cuda":
+        raise PhonelabelError("precision bf16 needs a CUDA GPU (use fp32 on the CPU)")
+    store = open_store(features)
+    if "train" not in store.split_names or not store.split("train").utterances:
+        raise PhonelabelError(f"{features}: the train split is empty")
+    fingerprint = store.info.get("fingerprint")
+    if checkpoint is not None and checkpoint.get("store") not in (None, fingerprint):
+        raise PhonelabelError(
+            f"{features}: not the feature store this run started on; resume it with that one"
+        )
+    _check_labels(np.asarray(store.split("train").labels), f"{features}/train/labels.npy")
+    model_config = ModelConfig(
+        input_dim=store.config.dim,
+        hidden=config.hidden,
+        layers=config.layers,
+        dropout=config.dropout,
+        delay=config.delay,
+    )
+    # a resumed run's weights come from its checkpoint; the --init model was its start only
+    starting = config.init and checkpoint is None
+    start = _initial_model(config.init, model_config, store.config) if starting else None
+    if ranks.main:
+        _prepare_out(out, checkpoint is not None)  # after every check (output_lock cleans up)
+    return config, device, store, start
+
+
+def _end_epoch(
+    run: RunState, model: PhoneLSTM, dev_split, device: torch.device, ranks: Ranks = SINGLE
+) -> dict[str, Any]:
     totals = run.totals
     record: dict[str, Any] = {
         "epoch": run.epoch + 1,
@@ -714,7 +936,7 @@ def _end_epoch(run: RunState, model: PhoneLSTM, dev_split, device: torch.device)
         "dev_frame_accuracy_39": None,
     }
     if dev_split is not None:
-        dev = frame_accuracies(model, dev_split, device)
+        dev = frame_accuracies(model, dev_split, device, ranks)
         record["dev_frame_accuracy_61"] = dev["frame_accuracy_61"]
         record["dev_frame_accuracy_39"] = dev["frame_accuracy_39"]
         accuracy = dev["frame_accuracy_61"]
@@ -738,10 +960,18 @@ def _adjust_schedule(run: RunState, config: TrainConfig, optimizer: torch.optim.
 
 
 def _save_checkpoint(
-    out, model, optimizer, run: RunState, config: TrainConfig, stream_state, store: str | None
+    out,
+    model,
+    optimizer,
+    run: RunState,
+    config: TrainConfig,
+    stream_state,
+    store: str | None,
+    world_size: int = 1,
 ) -> None:
     state = {
         "store": store,  # the feature store's fingerprint: --resume checks it
+        "world_size": world_size,  # torchrun's processes: --resume needs as many
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "run": asdict(run),

@@ -31,3 +31,15 @@ def test_resume_with_lr_or_k2_zero_keeps_the_runs_resolved_values():
     saved = TrainConfig(k1=20, k2=40, lr=0.01).resolved()
     resumed = saved.resumed({"k2": 0, "lr": 0.0}).resolved()
     assert (resumed.k2, resumed.lr) == (40, 0.01)
+
+
+def test_streams_default_to_32_on_the_cpu_and_256_per_gpu_with_the_lr_scaled():
+    cpu = TrainConfig().resolved()
+    assert (cpu.batch_streams, cpu.lr) == (32, 1e-3)  # the CPU defaults, as before
+    gpu = TrainConfig().resolved(cuda=True)
+    assert gpu.batch_streams == 256 and gpu.lr == pytest.approx(1e-3 * 8**0.5)
+    assert TrainConfig().resolved(cuda=True, processes=4).batch_streams == 1024
+    assert TrainConfig(batch_streams=8).resolved(cuda=True).lr == 1e-3  # never below 32's lr
+    given = TrainConfig(batch_streams=256, lr=0.01).resolved(cuda=True)
+    assert (given.batch_streams, given.lr) == (256, 0.01)  # what the user gave is kept
+    assert given.resumed({"batch_streams": 0}).batch_streams == 256

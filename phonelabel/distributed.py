@@ -1,0 +1,194 @@
+"""Training in several processes (``torchrun``): which one this is, the process group, and
+the few collectives the TBPTT loop needs (DESIGN.md §6).
+
+torchrun starts one process per GPU (or per CPU share) and tells each its RANK, WORLD_SIZE
+and LOCAL_RANK, plus MASTER_ADDR/MASTER_PORT of the rendezvous. Without them a run is one
+process and none of this does anything. Gradients are summed with one all-reduce of a flat
+buffer per step: the loss is already divided by the *global* count of scored frames, so the
+sum over ranks is exactly the one-process gradient (torch's DistributedDataParallel wrapper
+would average, and syncs only through ``forward``, not ``forward_with_resets``). The model is
+small (a few MB), so one bucket without overlap with backward costs little.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from phonelabel.errors import PhonelabelError
+
+T = TypeVar("T")
+TIMEOUT_VARIABLE = "PHONELABEL_DIST_TIMEOUT"  # seconds to wait for the other processes
+
+
+class ReportedByRankZero(PhonelabelError):
+    """An error every rank stops on, which rank 0 prints (the others exit quietly)."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """The one process that writes files and shows progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def streams(self, total: int) -> slice:
+        """This rank's contiguous share of ``total`` streams (total % world == 0)."""
+        share = total // self.world
+        return slice(self.rank * share, (self.rank + 1) * share)
+
+    def items(self, count: int) -> list[int]:
+        """This rank's share of ``count`` items (dev utterances): every world-th one."""
+        return list(range(self.rank, count, self.world))
+
+    def check_streams(self, streams: int) -> None:
+        if streams < self.world:
+            raise PhonelabelError(
+                f"{self.world} training processes but only {streams} batch_streams: each "
+                "process needs at least one stream"
+            )
+        if streams % self.world:
+            raise PhonelabelError(
+                f"batch_streams ({streams}) is not a multiple of the {self.world} training "
+                f"processes: each runs batch_streams / {self.world} of them"
+            )
+
+
+SINGLE = Ranks()
+
+
+def ranks_from_env(env: dict[str, str] | None = None) -> Ranks:
+    """This process's place among torchrun's (RANK, WORLD_SIZE, LOCAL_RANK); one process
+    when WORLD_SIZE is absent."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" not in env:
+        return SINGLE
+    try:
+        world = int(env["WORLD_SIZE"])
+        rank = int(env.get("RANK", "0"))
+        local_rank = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise PhonelabelError(
+            "WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them)"
+        ) from None
+    if world < 1 or not 0 <= rank < world or local_rank < 0:
+        raise PhonelabelError(f"RANK {rank} and WORLD_SIZE {world}: not a valid rank")
+    return Ranks(rank, world, local_rank)
+
+
+@contextmanager
+def process_group(ranks: Ranks) -> Iterator[None]:
+    """Join the other training processes (NCCL for CUDA tensors, gloo for CPU ones) for the
+    duration; nothing to do for one process."""
+    if not ranks.distributed:
+        yield
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(ranks.local_rank % torch.cuda.device_count())
+    try:
+        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_VARIABLE, "600")))
+    except ValueError:
+        raise PhonelabelError(f"{TIMEOUT_VARIABLE} must be a number of seconds") from None
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    try:
+        dist.init_process_group(
+            "cpu:gloo,cuda:nccl" if cuda else "gloo",
+            rank=ranks.rank,
+            world_size=ranks.world,
+            timeout=timeout,
+        )
+    except (RuntimeError, ValueError, dist.DistError) as error:
+        reason = (str(error).strip().splitlines() or ["no reason given"])[0]
+        raise PhonelabelError(
+            f"rank {ranks.rank} of {ranks.world}: cannot reach the rendezvous at {where} "
+            f"({reason}); check torchrun's --rdzv-endpoint (or MASTER_ADDR/MASTER_PORT) and "
+            "that every node runs the same command"
+        ) from None
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def agree(ranks: Ranks, step: Callable[[], T]) -> T:
+    """Run ``step`` on every rank; if any rank fails, all stop on the lowest rank's error
+    (rank 0 prints it), so a refused run is refused once, before anything is written."""
+    if not ranks.distributed:
+        return step()
+    result, error = None, None
+    try:
+        result = step()
+    except PhonelabelError as failure:
+        error = str(failure)
+    errors: list[Any] = [None] * ranks.world
+    dist.all_gather_object(errors, error)
+    for rank, message in enumerate(errors):
+        if message is not None:
+            prefix = f"rank {rank}: " if rank else ""
+            raise ReportedByRankZero(prefix + message)
+    return result  # type: ignore[return-value]
+
+
+def broadcast(ranks: Ranks, value: T) -> T:
+    """Rank 0's ``value`` on every rank (a picklable object, tensors included)."""
+    if not ranks.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sum_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """Sum every parameter's gradient over the ranks (one all-reduce of a flat buffer)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def sum_values(values: torch.Tensor) -> torch.Tensor:
+    """In place: the sum over ranks of a tensor of counters."""
+    dist.all_reduce(values)
+    return values
+
+
+def sum_array(ranks: Ranks, array: np.ndarray) -> np.ndarray:
+    """The sum over ranks of an integer numpy array (a confusion matrix)."""
+    if not ranks.distributed:
+        return array
+    return sum_values(torch.from_numpy(np.ascontiguousarray(array))).numpy()
+
+
+def gather_streams(ranks: Ranks, state: torch.Tensor) -> torch.Tensor:
+    """(layers, B/N, H) per rank -> (layers, B, H), the ranks' shares in order (all ranks)."""
+    if not ranks.distributed:
+        return state
+    parts = [torch.empty_like(state) for _ in range(ranks.world)]
+    dist.all_gather(parts, state.contiguous())
+    return torch.cat(parts, dim=1)
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """The seed of one rank's dropout and input noise at one step: distinct per rank, and a
+    resumed run draws exactly what the uninterrupted one drew, with no generator state saved."""
+    return int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0])

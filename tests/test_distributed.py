@@ -1,0 +1,295 @@
+"""Training in several processes (gloo on the CPU) and from host memory: the same update as
+one process, exact resume after a rank is killed, one-line refusals; the host-streamed
+training split gives the on-device path's weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import phonelabel
+from phonelabel.cli import app
+from phonelabel.distributed import Ranks, process_group
+from phonelabel.errors import PhonelabelError
+from phonelabel.model import ModelConfig, PhoneLSTM
+from phonelabel.store import open_store
+from phonelabel.train import (
+    HostSplit,
+    RunState,
+    SplitTensors,
+    TrainConfig,
+    build_schedule,
+    data_path,
+    run_epoch,
+    train,
+)
+
+runner = CliRunner()
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+TINY = ["--hidden", "16", "--layers", "1", "--k1", "10", "--batch-streams", "4", "--lr", "0.01"]
+TINY += ["--device", "cpu", "--no-tune-decoder"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_thread_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
+# --- N ranks make the one-process update -----------------------------------------------------
+
+
+def random_split(seed: int = 0):
+    """Random (float64) features and labels of 10 utterances of 20-60 frames."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(20, 60, 10)
+    total = int(lengths.sum())
+    features = rng.standard_normal((total, 5))
+    labels = rng.integers(0, 61, total).astype(np.uint8)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    data = SplitTensors.from_arrays(features, labels, "cpu")
+    return SplitTensors(data.features.double(), data.labels), offsets, lengths
+
+
+def train_streams(ranks: Ranks, config: TrainConfig, epochs: int) -> dict[str, torch.Tensor]:
+    """The real ``run_epoch`` for ``epochs`` epochs, float64, this rank's share of the
+    streams; returns the weights."""
+    data, offsets, lengths = random_split()
+    torch.manual_seed(1)
+    model = PhoneLSTM(ModelConfig(input_dim=5, hidden=8, layers=2, dropout=0.0)).double()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    share = ranks.streams(config.batch_streams)
+    for epoch in range(epochs):
+        order = np.random.default_rng(epoch).permutation(len(lengths))
+        schedule = build_schedule(offsets, lengths, order, config).streams(share)
+        totals = dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0)
+        run = RunState(epoch=epoch, totals=totals)
+        state = model.zero_state(share.stop - share.start)
+        state = (state[0].double(), state[1].double())
+        run_epoch(model, optimizer, data, schedule, config, run, state, None, print, ranks)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+CONFIGS = [  # the fused window, and k2 > k1 (frame by frame); clipping on in both
+    TrainConfig(  # no noise or masks: the ranks' random draws differ from one process's
+        k1=5,
+        batch_streams=4,
+        input_noise=0.0,
+        clip=0.5,
+        checkpoint_seconds=1e9,
+        freq_mask=0,
+        time_mask=0,
+    ),
+    TrainConfig(
+        k1=4,
+        k2=9,
+        batch_streams=4,
+        input_noise=0.0,
+        clip=0.5,
+        checkpoint_seconds=1e9,
+        freq_mask=0,
+        time_mask=0,
+    ),
+]
+EPOCHS = 8
+
+
+def _rank_process(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    ranks = Ranks(rank, world)
+    with process_group(ranks):
+        weights = [train_streams(ranks, config, EPOCHS) for config in CONFIGS]
+    if rank == 0:
+        torch.save(weights, out)
+
+
+def test_two_ranks_make_the_one_process_update_in_float64(tmp_path, one_thread):
+    out = tmp_path / "ddp.pt"
+    one_process = [train_streams(Ranks(), config, EPOCHS) for config in CONFIGS]
+    # forked from this process, which has torch (and the optimiser's lazy imports) loaded
+    torch.multiprocessing.start_processes(
+        _rank_process, (2, free_port(), str(out)), nprocs=2, start_method="fork"
+    )
+    distributed = torch.load(out, weights_only=True)
+    for config, ddp, alone in zip(CONFIGS, distributed, one_process, strict=True):
+        steps = EPOCHS * len(build_schedule(*random_split()[1:], np.arange(10), config))
+        assert steps > 150
+        assert not torch.equal(alone["output.bias"], torch.zeros(61, dtype=torch.float64))
+        for name, value in alone.items():
+            torch.testing.assert_close(ddp[name], value, rtol=0, atol=1e-9, msg=name)
+
+
+def test_each_rank_runs_its_own_contiguous_streams_and_bad_counts_are_refused():
+    assert [Ranks(r, 4).streams(8) for r in range(4)] == [
+        slice(0, 2),
+        slice(2, 4),
+        slice(4, 6),
+        slice(6, 8),
+    ]
+    with pytest.raises(PhonelabelError, match="only 2 batch_streams"):
+        Ranks(0, 4).check_streams(2)
+    with pytest.raises(PhonelabelError, match=r"\(6\) is not a multiple of the 4"):
+        Ranks(1, 4).check_streams(6)
+
+
+# --- the host-streamed training split --------------------------------------------------------
+
+
+def test_host_windows_hold_the_on_device_numbers(tone_store):
+    split = open_store(tone_store).split("train")
+    device = SplitTensors.from_arrays(split.normalized_features(), split.labels, "cpu")
+    host = HostSplit.from_split(split, torch.device("cpu"))
+    config = TrainConfig(k1=7, k2=12, batch_streams=3, delay=2)
+    offsets = np.array([u.offset for u in split.utterances])
+    lengths = np.array([u.frames for u in split.utterances])
+    schedule = build_schedule(offsets, lengths, np.arange(len(lengths))[::-1], config)
+    pairs = zip(device.windows(schedule, 3), host.windows(schedule, 3), strict=True)
+    steps = 0
+    for on_device, streamed in pairs:
+        steps += 1
+        for a, b in zip(on_device, streamed, strict=True):
+            assert torch.equal(a, b)
+    assert steps == len(schedule) - 3
+
+
+def test_data_on_auto_streams_from_the_host_when_the_split_does_not_fit():
+    cpu = torch.device("cpu")
+    assert data_path("auto", cpu, 1 << 20) == "device"
+    assert data_path("auto", cpu, 1 << 62) == "host"  # more than any machine's free memory
+    assert data_path("device", cpu, 1 << 62) == "device"  # asked for: as asked
+    assert data_path("host", cpu, 1) == "host"
+
+
+def test_training_from_host_memory_gives_the_on_device_weights(tone_store, tmp_path, one_thread):
+    config = TrainConfig(hidden=16, layers=1, k1=10, batch_streams=4, epochs=1, lr=0.01,
+                         device="cpu", tune_decoder=False)  # fmt: skip
+    for where in ("device", "host"):
+        train(tone_store, tmp_path / where, replace(config, data_on=where))
+    a, b = (torch.load(tmp_path / w / "model.pt", weights_only=True) for w in ("device", "host"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    run = json.loads((tmp_path / "host" / "config.json").read_text())
+    assert run["training"]["data_on"] == "host" and run["run"]["data_on_used"] == "host"
+
+
+# --- torchrun: kill a rank, resume; bad world sizes ------------------------------------------
+
+
+def torchrun(store: Path, out: Path, *extra: str) -> list[str]:
+    return [*TORCHRUN, "--nproc-per-node", "2", "--master-port", str(free_port()),
+            "-m", "phonelabel", "train", str(store), "--out", str(out), *extra]  # fmt: skip
+
+
+def ranks_of(parent: int) -> dict[int, int]:
+    """{rank: pid} of the training processes torchrun (``parent``) started."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent:
+                environ = (stat.parent / "environ").read_bytes().split(b"\0")
+                rank = next(int(v[5:]) for v in environ if v.startswith(b"RANK="))
+                found[rank] = int(stat.parent.name)
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return found
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(model_dir / "model.pt", weights_only=True)
+
+
+def dev_accuracies(model_dir: Path) -> list[float]:
+    lines = (model_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["dev_frame_accuracy_61"] for line in lines]
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tone_store, tmp_path):
+    args = [*TINY, "--epochs", "3", "--seed", "2"]  # dropout and input noise on
+    whole = subprocess.run(torchrun(tone_store, tmp_path / "whole", *args), env=one_thread_env(),
+                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    config = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert config["run"]["world_size"] == 2
+
+    killed = tmp_path / "killed"
+    run = subprocess.Popen(torchrun(tone_store, killed, *args, "--checkpoint-seconds", "0"),
+                           env=one_thread_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and run.poll() is None:  # until mid-way through epoch 2
+        try:
+            saved = torch.load(killed / "checkpoint.pt", weights_only=True)["run"]
+            if saved["epoch"] == 1 and saved["step"] >= 5:
+                break
+        except (OSError, RuntimeError, EOFError):
+            pass
+        time.sleep(0.02)
+    os.kill(ranks_of(run.pid)[1], signal.SIGKILL)  # rank 1: torchrun tears down rank 0
+    assert run.wait(300) != 0, "training finished before a rank could be killed"
+    assert not (killed / "metrics.jsonl").read_text().count("\n") >= 3
+
+    resumed = subprocess.run(torchrun(tone_store, killed, "--resume", "--epochs", "3"),
+                             env=one_thread_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = weights(tmp_path / "whole"), weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert dev_accuracies(killed) == dev_accuracies(tmp_path / "whole")
+
+    # one process cannot continue what two began: refused, nothing changed
+    before = (killed / "checkpoint.pt").read_bytes()
+    alone = runner.invoke(app, ["train", str(tone_store), "--out", str(killed), "--resume"])
+    assert alone.exit_code == 2
+    assert "trained by 2 process(es) and resumes only with 2" in alone.output
+    assert len(alone.output.strip().splitlines()) == 1
+    assert (killed / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_streams_that_do_not_divide_among_the_ranks_are_one_line_and_nothing_written(
+    tone_store, tmp_path
+):
+    out = tmp_path / "model"
+    args = [a if a != "4" else "3" for a in TINY]  # --batch-streams 3 over 2 ranks
+    result = subprocess.run(torchrun(tone_store, out, *args), env=one_thread_env(),
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "--batch-streams (3)" in line]
+    assert len(lines) == 1 and "not a multiple of the 2 training processes" in lines[0]
+    # torchrun prints its own report of the failed ranks; phonelabel's code is in no traceback
+    assert f'File "{Path(phonelabel.__file__).parent}' not in result.stderr
+    assert not out.exists()
+
+
+def test_a_rank_that_cannot_reach_the_rendezvous_stops_with_one_line(tone_store, tmp_path):
+    out = tmp_path / "model"
+    env = one_thread_env(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                         MASTER_PORT=str(free_port()), PHONELABEL_DIST_TIMEOUT="2")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "phonelabel", "train", str(tone_store), "--out", str(out), *TINY],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "rank 0 of 2: cannot reach the rendezvous at 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
