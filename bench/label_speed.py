@@ -195,8 +195,8 @@ def many_files(args: argparse.Namespace) -> None:
             runs[f"--batch-files {args.batch_files}"] = run(
                 "batch", cores, batch_files=args.batch_files
             )
-    reference = runs[f"one job, {cores} torch threads"]
-    same = {name: r.pop("outputs") == reference["outputs"] for name, r in list(runs.items())}
+    reference = runs[f"one job, {cores} torch threads"]["outputs"]
+    same = {name: r.pop("outputs") == reference for name, r in list(runs.items())}
     report = {
         "files": args.files,
         "file_seconds": args.file_seconds,
