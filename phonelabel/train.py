@@ -676,6 +676,17 @@ def run_epoch(
     return state
 
 
+def _model_config(config: TrainConfig, input_dim: int) -> ModelConfig:
+    """The network a run trains: its size and delay from ``config``, inputs from the store."""
+    return ModelConfig(
+        input_dim=input_dim,
+        hidden=config.hidden,
+        layers=config.layers,
+        dropout=config.dropout,
+        delay=config.delay,
+    )
+
+
 def _initial_model(init: str, model_config: ModelConfig, feature: FeatureConfig) -> TrainedModel:
     """The trained model ``init`` names (a model dir, or "default": the shipped one), refused
     when its feature config or size differs from this run's (its phones are TIMIT-61:
@@ -749,13 +760,7 @@ def _train(
     dev_split = store.split("dev") if "dev" in store.split_names else None
     if dev_split is not None and not dev_split.utterances:
         dev_split = None
-    model_config = ModelConfig(
-        input_dim=store.config.dim,
-        hidden=config.hidden,
-        layers=config.layers,
-        dropout=config.dropout,
-        delay=config.delay,
-    )
+    model_config = _model_config(config, store.config.dim)
 
     torch.manual_seed(config.seed)
     model = PhoneLSTM(model_config).to(device)
@@ -903,13 +908,7 @@ def _setup(
             f"{features}: not the feature store this run started on; resume it with that one"
         )
     _check_labels(np.asarray(store.split("train").labels), f"{features}/train/labels.npy")
-    model_config = ModelConfig(
-        input_dim=store.config.dim,
-        hidden=config.hidden,
-        layers=config.layers,
-        dropout=config.dropout,
-        delay=config.delay,
-    )
+    model_config = _model_config(config, store.config.dim)
     # a resumed run's weights come from its checkpoint; the --init model was its start only
     starting = config.init and checkpoint is None
     start = _initial_model(config.init, model_config, store.config) if starting else None
