@@ -138,8 +138,15 @@ _DECODER_TUNING_0_1 = ("tuned_on", "dev_phone_error_rate_39", "dev_phone_error_r
 _RUN_0_1 = ("features", "device_used")
 
 
+# options added since, with the value every earlier run had in effect (not today's default:
+# a 0.2.0 run resumed must not start masking its inputs)
+_TRAINING_BEFORE_0_3 = {"time_mask": 0, "freq_mask": 0}
+
+
 def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
-    """A 0.1.0 model's config.json in this version's layout (nothing else changes)."""
+    """A 0.1.0 or 0.2.0 model's config.json in this version's layout (nothing else changes)."""
+    if "training" in config:
+        config = {**config, "training": {**_TRAINING_BEFORE_0_3, **config["training"]}}
     if "run" in config or "decoder_tuning" in config:
         return config
     decoder, training = dict(config.get("decoder", {})), dict(config.get("training", {}))

@@ -422,6 +422,7 @@ def test_a_model_trains_from_a_textgrid_corpus_with_init_and_from_scratch(
     assert named[labels] in result.stderr
     options = ["--hidden", "48", "--layers", "1", "--k1", "20", "--batch-streams", "8"]
     options += ["--lr", "0.01", "--device", "cpu", "--no-tune-decoder"]
+    options += ["--delay", "0", "--time-mask", "0", "--freq-mask", "0"]  # as tone_model
     runs = {"init": ["--init", str(tone_model), "--epochs", "1"]}
     if labels == "arpabet":
         runs["scratch"] = ["--epochs", "3"]
