@@ -84,6 +84,9 @@ class Interrupted(KeyboardInterrupt):
         self.signum, self.kept = signum, kept
 
 
+_INTERRUPTED: list[bool] = []  # set when a command ends by an interrupt (see main)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     # a second signal while the first one unwinds: stop now (workers die with us)
     signal.signal(signal.SIGINT, lambda number, _: os._exit(128 + number))
@@ -113,6 +116,7 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt as stop:  # every file is written whole or not at all
             kept = getattr(stop, "kept", None) or "no output half-written"
             console.print(f"[yellow]interrupted:[/yellow] {kept}", highlight=False, soft_wrap=True)
+            _INTERRUPTED.append(True)
             raise typer.Exit(128 + getattr(stop, "signum", signal.SIGINT)) from None
         except BrokenPipeError:  # `phonelabel label x.wav | head`: the reader has all it wants
             try:  # no "Exception ignored" when Python flushes stdout at exit
@@ -1180,10 +1184,22 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point. SIGTERM (`kill`) stops a run as cleanly as Ctrl-C."""
+    """Console-script entry point. SIGTERM (`kill`) stops a run as cleanly as Ctrl-C.
+
+    After an interrupt the command has stopped its workers and said what it kept; the
+    process then ends at once (``os._exit``), without Python's exit handlers: the one that
+    joins a process pool's feeder threads could wait forever on a pipe to a worker it has
+    already killed (seen as a run that printed "interrupted:" and never exited)."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if _INTERRUPTED:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 1)
+        raise
 
 
 if __name__ == "__main__":
