@@ -57,11 +57,11 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x**2) + 1e-20))
 
 
-def coloured_noise(rng: np.random.Generator, n: int, colour: str) -> np.ndarray:
+def coloured_noise(rng: np.random.Generator, n: int, colour: str, rate: int) -> np.ndarray:
     """Unit-RMS noise whose power falls as 1/f**beta (white 0, pink 1, brown 2)."""
     beta = {"white": 0.0, "pink": 1.0, "brown": 2.0}[colour]
     spectrum = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
-    f = np.fft.rfftfreq(n, 1 / 16000)
+    f = np.fft.rfftfreq(n, 1 / rate)
     spectrum *= 1 / np.maximum(f, 20.0) ** (beta / 2)
     noise = np.fft.irfft(spectrum, n)
     return noise / _rms(noise)
@@ -182,7 +182,7 @@ def apply_conditions(
             applied.append("babble")
     if noise:
         colour = ("white", "pink", "brown")[int(rng.integers(3))]
-        x = x + _at_snr(x, coloured_noise(rng, n, colour), float(rng.uniform(10, 35)))
+        x = x + _at_snr(x, coloured_noise(rng, n, colour, rate), float(rng.uniform(10, 35)))
         applied.append(f"noise:{colour}")
     if phone:
         x = _telephone(x, rate)
@@ -196,7 +196,7 @@ def apply_conditions(
     if "tone" in conditions:  # the floor of the recording as written: after the gain
         colour = ("white", "pink", "brown")[int(rng.integers(3))]
         dbfs = float(rng.uniform(-62, -45))
-        x = x + coloured_noise(rng, n, colour) * 10 ** (dbfs / 20)
+        x = x + coloured_noise(rng, n, colour, rate) * 10 ** (dbfs / 20)
         applied.append("tone")
     peak = float(np.max(np.abs(x)))
     if peak > 0.99:
