@@ -86,26 +86,13 @@ def train_streams(ranks: Ranks, config: TrainConfig, epochs: int) -> dict[str, t
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-CONFIGS = [  # the fused window, and k2 > k1 (frame by frame); clipping on in both
-    TrainConfig(  # no noise or masks: the ranks' random draws differ from one process's
-        k1=5,
-        batch_streams=4,
-        input_noise=0.0,
-        clip=0.5,
-        checkpoint_seconds=1e9,
-        freq_mask=0,
-        time_mask=0,
-    ),
-    TrainConfig(
-        k1=4,
-        k2=9,
-        batch_streams=4,
-        input_noise=0.0,
-        clip=0.5,
-        checkpoint_seconds=1e9,
-        freq_mask=0,
-        time_mask=0,
-    ),
+# no noise or masks: the ranks' random draws differ from one process's; clipping on
+EXACT = dict(
+    batch_streams=4, input_noise=0.0, clip=0.5, checkpoint_seconds=1e9, time_mask=0, freq_mask=0
+)
+CONFIGS = [  # the fused window, and k2 > k1 (frame by frame)
+    TrainConfig(k1=5, **EXACT),
+    TrainConfig(k1=4, k2=9, **EXACT),
 ]
 EPOCHS = 8
 
