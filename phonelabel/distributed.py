@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from phonelabel.errors import PhonelabelError
+from phonelabel.workers import torchrun_place
 
 T = TypeVar("T")
 TIMEOUT_VARIABLE = "PHONELABEL_DIST_TIMEOUT"  # seconds to wait for the other processes
@@ -76,20 +77,8 @@ SINGLE = Ranks()
 def ranks_from_env(env: dict[str, str] | None = None) -> Ranks:
     """This process's place among torchrun's (RANK, WORLD_SIZE, LOCAL_RANK); one process
     when WORLD_SIZE is absent."""
-    env = os.environ if env is None else env
-    if "WORLD_SIZE" not in env:
-        return SINGLE
-    try:
-        world = int(env["WORLD_SIZE"])
-        rank = int(env.get("RANK", "0"))
-        local_rank = int(env.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise PhonelabelError(
-            "WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them)"
-        ) from None
-    if world < 1 or not 0 <= rank < world or local_rank < 0:
-        raise PhonelabelError(f"RANK {rank} and WORLD_SIZE {world}: not a valid rank")
-    return Ranks(rank, world, local_rank)
+    place = torchrun_place(env)
+    return SINGLE if place is None else Ranks(*place)
 
 
 @contextmanager

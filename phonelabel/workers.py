@@ -243,18 +243,28 @@ class Shard:
         environ = os.environ if environ is None else environ
         if not all(name in environ for name in SHARD_ENVIRONMENT):
             return None
-        rank, world = (environ[name] for name in SHARD_ENVIRONMENT)
-        if not (rank.isdigit() and world.isdigit()):
-            raise PhonelabelError(
-                f"RANK={rank!r} WORLD_SIZE={world!r} in the environment: not whole numbers"
-            )
-        if int(world) <= 1:
-            return None
-        if int(rank) >= int(world):
-            raise PhonelabelError(
-                f"RANK={rank} in the environment: must be below WORLD_SIZE={world}"
-            )
-        return cls(int(rank) + 1, int(world))
+        rank, world, _ = torchrun_place(environ)
+        return cls(rank + 1, world) if world > 1 else None
+
+
+def torchrun_place(environ: dict[str, str] | None = None) -> tuple[int, int, int] | None:
+    """This process's (RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them, or None when
+    WORLD_SIZE is not set; PhonelabelError when they are not a valid place. Training's ranks
+    (``distributed.ranks_from_env``) and labelling's shards both read them here."""
+    environ = os.environ if environ is None else environ
+    if "WORLD_SIZE" not in environ:
+        return None
+    try:
+        world = int(environ["WORLD_SIZE"])
+        rank = int(environ.get("RANK", "0"))
+        local_rank = int(environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise PhonelabelError(
+            "WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them)"
+        ) from None
+    if world < 1 or not 0 <= rank < world or local_rank < 0:
+        raise PhonelabelError(f"RANK {rank} and WORLD_SIZE {world}: not a valid rank")
+    return rank, world, local_rank
 
 
 def resolve_shard(text: str | None) -> Shard | None:
