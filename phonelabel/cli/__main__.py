@@ -1,0 +1,3 @@
+from phonelabel.cli import main
+
+main()
