@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -50,7 +51,7 @@ _ORDINAL_ENDINGS = {"one": "first", "two": "second", "three": "third", "five": "
 
 def number_words(n: int) -> list[str]:
     """Words of a non-negative integer: 1984 -> one thousand nine hundred eighty four (a
-    plain cardinal reading; "nineteen eighty four" needs the words in the transcript)."""
+    plain cardinal reading; ``year_words`` reads it as a year)."""
     if n < 20:
         return [_ONES[n]]
     if n < 100:
@@ -60,6 +61,17 @@ def number_words(n: int) -> list[str]:
             head, rest = divmod(n, value)
             return number_words(head) + [name] + (number_words(rest) if rest else [])
     raise AssertionError("unreachable")
+
+
+def year_words(n: int) -> list[str]:
+    """A year as it is said: 1984 -> nineteen eighty four, 1905 -> nineteen oh five,
+    1900 -> nineteen hundred, 2005 -> two thousand five, 2019 -> twenty nineteen."""
+    century, rest = divmod(n, 100)
+    if 2000 <= n < 2010 or not 11 <= century <= 99:
+        return number_words(n)
+    if rest == 0:
+        return number_words(century) + ["hundred"]
+    return number_words(century) + (["oh", _ONES[rest]] if rest < 10 else number_words(rest))
 
 
 def _ordinal(words: list[str]) -> list[str]:
@@ -73,51 +85,191 @@ def _ordinal(words: list[str]) -> list[str]:
     return words[:-1] + [last]
 
 
-_TOKEN = re.compile(r"[a-z0-9']+(?:[.,][0-9]+)*")
-_NUMBER = re.compile(r"(\d[\d,]*)(st|nd|rd|th)?")
-_SYMBOLS = {"&": " and ", "%": " percent ", "+": " plus ", "@": " at "}
+def _plural(words: list[str]) -> list[str]:
+    """1990s -> nineteen nineties; 70s -> seventies."""
+    last = words[-1]
+    last = last[:-1] + "ies" if last.endswith("y") else last + ("es" if last == "six" else "s")
+    return words[:-1] + [last]
+
+
+# Spoken forms, one table each. Units read after a number (glued or not): singular after 1.
+_SYMBOLS = {"&": " and ", "+": " plus ", "@": " at ", "=": " equals ", "#": " number ",
+            "\u00b0c": " degrees celsius ", "\u00b0f": " degrees fahrenheit ",
+            "\u00b0": " degrees "}  # fmt: skip
+_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "\u00a3": ("pound", "pounds",
+               "penny", "pence"), "\u20ac": ("euro", "euros", "cent", "cents")}  # fmt: skip
+_UNITS = {
+    "%": ("percent", "percent"), "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"),
+    "mg": ("milligram", "milligrams"), "km": ("kilometer", "kilometers"),
+    "cm": ("centimeter", "centimeters"), "mm": ("millimeter", "millimeters"),
+    "ml": ("milliliter", "milliliters"), "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"),
+    "oz": ("ounce", "ounces"), "ft": ("foot", "feet"), "mph": ("mile per hour", "miles per hour"),
+    "kph": ("kilometer per hour", "kilometers per hour"), "hz": ("hertz", "hertz"),
+    "khz": ("kilo hertz", "kilo hertz"), "mhz": ("megahertz", "megahertz"),
+    "kb": ("kilobyte", "kilobytes"), "mb": ("megabyte", "megabytes"),
+    "gb": ("gigabyte", "gigabytes"), "kw": ("kilowatt", "kilowatts"),
+    "ms": ("millisecond", "milliseconds"), "am": ("a.m.", "a.m."), "pm": ("p.m.", "p.m."),
+}  # fmt: skip
+_ABBREVIATIONS = {"mr.": "mister", "mrs.": "missus", "ms.": "ms", "dr.": "doctor",
+                  "prof.": "professor", "jr.": "junior", "sr.": "senior", "mt.": "mount",
+                  "etc.": "et cetera", "vs.": "versus", "vs": "versus", "no.": "number",
+                  "approx.": "approximately", "st.": "saint", "st": "saint"}  # fmt: skip
+_NON_DECOMPOSING = {"\u00df": "ss", "\u00e6": "ae", "\u00c6": "AE", "\u0153": "oe",
+                    "\u0152": "OE", "\u00f8": "o", "\u00d8": "O", "\u0111": "d", "\u0142": "l",
+                    "\u0141": "L", "\u00fe": "th", "\u00f0": "d", "\u2019": "'", "\u2018": "'",
+                    "\u02bc": "'", "\u201c": '"', "\u201d": '"', "\u2013": " - ",
+                    "\u2014": " - "}  # fmt: skip
+_EDGE_PUNCTUATION = '"()[]{}<>*,;:!?\u00bf\u00a1`~^|\\'
+_CLITICS = ("n't", "'ll", "'re", "'ve", "'s", "'d", "'m")
 MAX_NUMBER = 10**12
 
 
-def normalize_text(text: str) -> list[str]:
-    """Words as the dictionary spells them: lower case; punctuation and quotes dropped;
-    hyphenated and slashed words split; ``'`` kept inside words (don't, o'clock); integers and
-    ordinals spelled out (42 -> forty two, 3rd -> third), decimals digit by digit after
-    "point". Bracketed annotations (``[noise]``, ``<sil>``, ``{LG}``) are dropped."""
-    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
-    text = re.sub(r"\[[^\]]*\]|<[^>]*>|\{[^}]*\}", " ", text)
+def _ascii(text: str) -> str:
+    """Curly quotes and dashes as ASCII; accented letters without their accents (café ->
+    cafe, naïve -> naive); other letters no ASCII letter spells are dropped."""
+    text = "".join(_NON_DECOMPOSING.get(c, c) for c in text)
+    for symbol in ("\u00b0C", "\u00b0F"):  # before the degree sign loses its letter's case
+        text = text.replace(symbol, symbol.lower())
     for symbol, spoken in _SYMBOLS.items():
         text = text.replace(symbol, spoken)
-    text = re.sub(r"[-/\u2013\u2014_]", " ", text)
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if c.isascii())
+
+
+def normalize_text(text: str) -> list[str]:
+    """Words as the dictionary spells them, from a transcript as people write it.
+
+    Lower case; punctuation, quotes and brackets dropped, bracketed annotations (``[noise]``,
+    ``<sil>``, ``{LG}``) too; accents dropped (café -> cafe); ``'`` kept inside words and in
+    possessives (don't, o'clock, james', 'til); hyphenated words split unless the CMU
+    dictionary has the whole; abbreviations spelled out (Mr. -> mister, St. -> saint before
+    a capitalised name, else street); numbers spelled out: integers (1,250), decimals
+    (3.5 -> three point five), ordinals (21st), years (1984 -> nineteen eighty four), decades
+    (1990s), money ($3.50), percentages and units (10kg, 5 km); initialisms (U.S.A., FBI, and
+    any all-capital word the CMU dictionary lacks, unless the whole text is in capitals)
+    letter by letter, as the CMU dictionary's letter entries (``u.``, ``s.``, ``a.``)."""
+    text = re.sub(r"\[[^\]]*\]|<[^>]*>|\{[^}]*\}", " ", _ascii(text))
+    shouting = not any(c.islower() for c in text)  # LibriSpeech: all capitals, no initialisms
+    text = _MONEY_SCALE.sub(lambda m: f"{m[2]} {m[3]} {_CURRENCIES[m[1]][1]}", text)
+    text = _SPACED_UNIT.sub(r"\1\2", text)  # "5 kg" -> "5kg"
+    tokens = re.sub(r"--+|/|_|(?<=\s)-+|-+(?=\s)", " ", f" {text} ").split()
     words: list[str] = []
-    for token in _TOKEN.findall(text):
-        token = token.strip("'")
-        if not token:
-            continue
-        if token[0].isdigit():
-            words += _number_token(token)
-        else:
-            words += [part for part in re.split(r"[.,]", token) if part]
+    for index, token in enumerate(tokens):
+        after = tokens[index + 1] if index + 1 < len(tokens) else ""
+        words += _token_words(token, after, shouting)
     return words
+
+
+_UNIT_NAMES = "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True))
+_SPACED_UNIT = re.compile(rf"(\d)\s+({_UNIT_NAMES})(?![\w])", re.IGNORECASE)
+_MONEY_SCALE = re.compile(r"([$\u00a3\u20ac])(\d[\d,]*(?:\.\d+)?)\s+(thousand|million|billion)\b")
+
+
+def _token_words(token: str, after: str, shouting: bool) -> list[str]:
+    """The words of one whitespace-separated token (``after``: the next one, for context)."""
+    token = token.strip(_EDGE_PUNCTUATION)
+    lower = token.lower()
+    if lower in ("st.", "st") and not after[:1].isupper():
+        return ["street"]  # "Main St." (no capitalised name follows it)
+    if lower == "no." and not after[:1].isdigit():
+        return ["no"]  # "I said no." ("No. 5" is a number)
+    if lower in _ABBREVIATIONS:
+        return _ABBREVIATIONS[lower].split()
+    if re.fullmatch(r"(?:[a-z]\.)+[a-z]\.?(?:'s)?", lower):  # U.S.A., e.g., U.S.'s
+        stem, clitic = _split_clitic(lower)
+        return _letters(stem, clitic)
+    token = token.strip(".-")
+    if token.startswith("'") and token.lower() not in cmu_lexicon():
+        token = token.lstrip("'")  # an opening quote, not 'til or 'em
+    if token.endswith("'") and not token.lower().endswith("s'"):
+        token = token.rstrip("'")  # a closing quote, not a plural's possessive
+    if not token:
+        return []
+    if token[0] in _CURRENCIES and token[1:2].isdigit():
+        return _money(token[1:], _CURRENCIES[token[0]])
+    if token[0].isdigit():
+        return _number_token(token.lower())
+    if "-" in token and token.lower() not in cmu_lexicon():
+        return [w for part in token.split("-") for w in _token_words(part, "", shouting)]
+    stem, clitic = _split_clitic(token)
+    if re.fullmatch(r"[A-Z]{2,}s", stem) and not clitic:  # TVs, CDs: the plural of letters
+        stem, clitic = stem[:-1], "'s"
+        token = stem + clitic
+    if re.fullmatch(r"[A-Z]{2,}", stem) and not shouting and stem.lower() not in cmu_lexicon():
+        return _letters(stem.lower(), clitic.lower())
+    return [w for w in re.split(r"[^a-z'-]+", token.lower()) if w.strip("'-")]
+
+
+def _split_clitic(word: str) -> tuple[str, str]:
+    """(stem, clitic): "pharmacist's" -> ("pharmacist", "'s"), "players'" -> ("players",
+    "'"), "they'll" -> ("they", "'ll"); (word, "") without one."""
+    lower = word.lower()
+    for clitic in _CLITICS:
+        if lower.endswith(clitic) and len(word) > len(clitic):
+            return word[: -len(clitic)], word[-len(clitic) :]
+    if lower.endswith("s'") and len(word) > 2:
+        return word[:-1], "'"
+    return word, ""
+
+
+def _letters(spelled: str, clitic: str = "") -> list[str]:
+    """Letter names as the CMU dictionary writes them: "fbi" + "'s" -> f. b. i.'s"""
+    letters = [f"{letter}." for letter in spelled if letter.isalpha()]
+    return letters[:-1] + [letters[-1] + clitic] if letters else []
+
+
+_NUMBER = re.compile(r"(\d[\d,]*)(?:\.(\d+))?([a-z%']*)")
 
 
 def _number_token(token: str) -> list[str]:
     """'1,000' -> one thousand; '3.25' -> three point two five; '21st' -> twenty first;
-    digits glued to letters ('4x4', 'mp3') are read digit group by digit group."""
-    whole = _NUMBER.fullmatch(token.split(".")[0] if "." in token else token)
-    if "." in token and whole and re.fullmatch(r"[\d,]+\.\d+", token):
-        integer, decimals = token.split(".")
-        return _number_token(integer) + ["point"] + [_ONES[int(d)] for d in decimals]
-    if whole:
-        digits = whole[1].replace(",", "")
-        if int(digits) >= MAX_NUMBER:
-            return [_ONES[int(d)] for d in digits]
-        words = number_words(int(digits))
-        return _ordinal(words) if whole[2] else words
-    out: list[str] = []
-    for part in re.findall(r"\d+|[a-z']+", token):
-        out += _number_token(part) if part[0].isdigit() else [part]
-    return out
+    '1984' -> nineteen eighty four; '1990s' -> nineteen nineties; '5%' -> five percent;
+    '10kg' -> ten kilograms; digits glued to other letters ('4x4', 'mp3') are read group by
+    group, and other marks ('10:30') part the groups."""
+    match = _NUMBER.fullmatch(token)
+    suffix = match[3].replace("'", "") if match else None
+    if not match or suffix and suffix not in _UNITS and suffix not in _NUMBER_SUFFIXES:
+        words = []
+        for part in re.findall(r"\d[\d,]*(?:\.\d+)?|[a-z']+", token):
+            words += _number_token(part) if part[0].isdigit() else _token_words(part, "", False)
+        return words
+    integer, decimals = match[1].replace(",", ""), match[2]
+    if not integer.strip(","):
+        return []
+    if int(integer) >= MAX_NUMBER:
+        words = [_ONES[int(d)] for d in integer]
+    elif decimals is None and "," not in match[1] and len(integer) == 4 and suffix in ("", "s"):
+        words = year_words(int(integer))
+    else:
+        words = number_words(int(integer))
+    if decimals is not None:
+        words += ["point"] + [_ONES[int(d)] for d in decimals]
+    if suffix in ("st", "nd", "rd", "th"):
+        return _ordinal(words)
+    if suffix == "s":
+        return _plural(words)
+    if suffix in _UNITS:
+        one, many = _UNITS[suffix]
+        return words + (one if words == ["one"] else many).split()
+    return words
+
+
+_NUMBER_SUFFIXES = ("", "st", "nd", "rd", "th", "s")
+
+
+def _money(amount: str, names: tuple[str, str, str, str]) -> list[str]:
+    """'3' -> three dollars, '3.50' -> three dollars fifty cents, '1' -> one dollar; an
+    amount of other decimals is read as a number ('2.5' -> two point five dollars)."""
+    match = re.fullmatch(r"(\d[\d,]*)(?:\.(\d\d))?", amount)
+    one, many, one_cent, many_cents = names
+    if not match:
+        return _number_token(amount.lower()) + [many]
+    whole = int(match[1].replace(",", ""))
+    words = number_words(whole) + [one if whole == 1 else many]
+    if match[2] and int(match[2]):
+        cents = int(match[2])
+        words += number_words(cents) + [one_cent if cents == 1 else many_cents]
+    return words
 
 
 # --- dictionaries ------------------------------------------------------------------------------
@@ -221,24 +373,60 @@ def festival_pronunciations(words: Sequence[str], timeout: float = 60.0) -> Lexi
 # --- putting them together ---------------------------------------------------------------------
 
 
+_SIBILANTS = frozenset("S Z SH ZH CH JH".split())
+_VOICELESS = frozenset("P T K F TH".split())
+# a clitic's phones after a vowel and after a consonant (the 's rule is _possessive's)
+_CLITIC_PHONES = {"n't": ("N T", "AH0 N T"), "'ll": ("L", "AH0 L"), "'re": ("R", "ER0"),
+                  "'ve": ("V", "AH0 V"), "'d": ("D", "AH0 D"), "'m": ("M", "AH0 M"),
+                  "'": ("", "")}  # fmt: skip
+
+
+def with_clitic(stem: Pronunciation, clitic: str) -> Pronunciation:
+    """A stem's pronunciation with a clitic's phones by the usual rules: 's is /ih z/ after a
+    sibilant, /s/ after another voiceless consonant, /z/ after anything else; 'll, 've, 'd,
+    'm and n't take a schwa after a consonant; 're is /r/ after a vowel, else /er/; the
+    plural possessive ' adds nothing."""
+    last = stem[-1].upper().rstrip("012") if stem else ""
+    if clitic == "'s":
+        added = "IH0 Z" if last in _SIBILANTS else "S" if last in _VOICELESS else "Z"
+    else:
+        after_vowel, after_consonant = _CLITIC_PHONES[clitic]
+        added = after_vowel if last in ARPABET_VOWELS else after_consonant
+    return stem + tuple(added.split())
+
+
 def pronounce(
     words: Iterable[str],
     user: Lexicon | None = None,
     guess: bool = True,
 ) -> tuple[list[list[Pronunciation]], list[str]]:
-    """Every pronunciation of each word, and the words festival guessed. ``user`` entries
-    replace the CMU dictionary's for the same word; ``guess``: ask festival for the rest
+    """Every pronunciation of each word, and the words festival guessed (or guessed a part
+    of). ``user`` entries replace the CMU dictionary's for the same word; a word in neither
+    with a clitic ('s, s', n't, 'll, 're, 've, 'd, 'm) is its stem's pronunciation plus the
+    clitic's phones (``with_clitic``); ``guess``: ask festival for the rest, stems included
     (when installed). Raises PhonelabelError naming every word left without one."""
     words = list(words)
     cmu = cmu_lexicon()
     user = user or {}
-    known = {w: user.get(w) or cmu.get(w) for w in dict.fromkeys(words)}
+
+    def look_up(word: str) -> list[Pronunciation]:
+        return list(user.get(word) or cmu.get(word) or [])
+
+    known = {w: look_up(w) for w in dict.fromkeys(words)}
+    stems = {w: _split_clitic(w) for w, p in known.items() if not p}
+    stems = {w: (stem, clitic) for w, (stem, clitic) in stems.items() if clitic}
+    for word, (stem, clitic) in stems.items():
+        known[word] = [with_clitic(p, clitic) for p in look_up(stem)]
     unknown = [w for w, p in known.items() if not p]
     guessed: list[str] = []
     if unknown and guess and festival_available():
-        for word, prons in festival_pronunciations(unknown).items():
-            known[word] = prons
-            guessed.append(word)
+        asked = [stems[w][0] if w in stems else w for w in unknown]
+        found = festival_pronunciations([w for w in dict.fromkeys(asked) if "'" not in w])
+        for word, ask in zip(unknown, asked, strict=True):
+            if found.get(ask):
+                clitic = stems[word][1] if word in stems else ""
+                known[word] = [with_clitic(p, clitic) if clitic else p for p in found[ask]]
+                guessed.append(word)
         unknown = [w for w in unknown if not known[w]]
     if unknown:
         how = (
@@ -252,4 +440,4 @@ def pronounce(
             f"{len(unknown)} word(s) not in the pronunciation dictionary: {', '.join(unknown)} "
             f"({how}); give them in a dictionary file, {DICTIONARY_FORMAT}"
         )
-    return [list(known[w] or []) for w in words], guessed
+    return [list(known[w]) for w in words], guessed
