@@ -20,7 +20,16 @@ for a seed whatever the number of jobs):
   (probability 0.5);
 - ``phone``: a telephone line, band 300-3400 Hz and G.711 mu-law at 8 kHz
   (probability 0.06; it replaces ``channel``);
-- ``gain``: the level, -12 to +3 dB around the engine's (always on, peak kept below 0.99).
+- ``gain``: the level, -12 to +3 dB around the engine's (always on, peak kept below 0.99);
+- ``silence``: lead-in and lead-out room, 0.2-2.0 s each (log-uniform, drawn apart for the
+  start and the end) of the engine's silence added before and after the utterance and
+  labelled ``h#``, heard through every other condition (its room tone, noise, babble):
+  the engines open and close with at most a few hundred ms of silence, and a model that
+  never heard a long noise floor calls part of one a closure (always on). Its lengths
+  come from their own RNG stream (``room_tone_lengths``), so every other draw stays as
+  it was without it.
+
+All noise is drawn by ``coloured_noise`` and set to its level by ``add_noise``.
 
 ``vtlp`` is a speaker property (``synth.plan_speakers``): each speaker's vocal tract
 length by resampling, with the engine's F0 set so that pitch lands in its own range.
@@ -31,8 +40,9 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-CONDITIONS = ("vtlp", "tone", "room", "noise", "babble", "channel", "phone", "gain")
+CONDITIONS = ("vtlp", "tone", "room", "noise", "babble", "channel", "phone", "gain", "silence")
 PROBABILITY = {"room": 0.35, "noise": 0.4, "babble": 0.25, "channel": 0.5, "phone": 0.06}
+ROOM_TONE_SECONDS = (0.2, 2.0)  # lead-in and lead-out, each drawn log-uniform in this range
 
 
 def parse_conditions(text: str) -> tuple[str, ...]:
@@ -69,6 +79,33 @@ def coloured_noise(rng: np.random.Generator, n: int, colour: str, rate: int) -> 
 
 def _at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     return noise * (_rms(speech) / _rms(noise)) / 10 ** (snr_db / 20)
+
+
+def add_noise(
+    x: np.ndarray,
+    noise: np.ndarray,
+    snr_db: float | None = None,
+    dbfs: float | None = None,
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
+    """``x`` plus ``noise`` (same length) set to ``snr_db`` below the RMS of ``reference``
+    (default ``x``: the speech the noise is heard against), or scaled by ``dbfs`` (dB re
+    full scale; the RMS it gets when ``noise`` has unit RMS, as ``coloured_noise`` draws it).
+    The one rule for the level of every noise ``synth`` adds."""
+    if (snr_db is None) == (dbfs is None):
+        raise ValueError("give exactly one of snr_db and dbfs")
+    if snr_db is not None:
+        return x + _at_snr(x if reference is None else reference, noise, snr_db)
+    return x + noise * 10 ** (dbfs / 20)
+
+
+def room_tone_lengths(rng: np.random.Generator, rate: int) -> tuple[int, int]:
+    """Samples of lead-in and lead-out silence (``silence``), each log-uniform in
+    ROOM_TONE_SECONDS (as many under 0.63 s as over it): long floors are heard without
+    making the corpus mostly silence (0.78 s each on average)."""
+    low, high = np.log(ROOM_TONE_SECONDS)
+    lead_in, lead_out = np.exp(rng.uniform(low, high, size=2))
+    return round(float(lead_in) * rate), round(float(lead_out) * rate)
 
 
 def room_impulse_response(rng: np.random.Generator, rate: int) -> np.ndarray:
@@ -153,15 +190,18 @@ def apply_conditions(
     conditions: tuple[str, ...],
     others: list[np.ndarray],
     rate: int,
+    speech: slice = slice(None),
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """``samples`` (N,) float as heard through the drawn conditions (same length), and
     the names of those applied.
 
-    ``others``: the other utterances of the same engine call, for babble.
+    ``others``: the other utterances of the same engine call, for babble. ``speech``: the
+    engine's utterance within ``samples`` (without the ``silence`` lead-in and lead-out),
+    whose level the SNRs refer to.
     """
     x = np.asarray(samples, dtype=np.float64)
     n, applied = len(x), []
-    level = _rms(x)
+    level = _rms(x[speech])
 
     def drawn(name: str) -> bool:  # always draws, so one condition's choice moves no other
         return bool(rng.random() < PROBABILITY[name]) and name in conditions
@@ -173,16 +213,17 @@ def apply_conditions(
         from scipy.signal import fftconvolve
 
         x = fftconvolve(x, room_impulse_response(rng, rate))[:n]
-        x *= level / _rms(x)
+        x *= level / _rms(x[speech])
         applied.append("room")
     if babble:
         mix = _babble(rng, n, others, rate)
         if mix is not None:
-            x = x + _at_snr(x, mix, float(rng.uniform(5, 20)))
+            x = x + _at_snr(x[speech], mix, float(rng.uniform(5, 20)))
             applied.append("babble")
     if noise:
         colour = ("white", "pink", "brown")[int(rng.integers(3))]
-        x = x + _at_snr(x, coloured_noise(rng, n, colour, rate), float(rng.uniform(10, 35)))
+        noise_samples = coloured_noise(rng, n, colour, rate)  # drawn before its SNR
+        x = add_noise(x, noise_samples, snr_db=float(rng.uniform(10, 35)), reference=x[speech])
         applied.append(f"noise:{colour}")
     if phone:
         x = _telephone(x, rate)
@@ -196,7 +237,7 @@ def apply_conditions(
     if "tone" in conditions:  # the floor of the recording as written: after the gain
         colour = ("white", "pink", "brown")[int(rng.integers(3))]
         dbfs = float(rng.uniform(-62, -45))
-        x = x + coloured_noise(rng, n, colour, rate) * 10 ** (dbfs / 20)
+        x = add_noise(x, coloured_noise(rng, n, colour, rate), dbfs=dbfs)
         applied.append("tone")
     peak = float(np.max(np.abs(x)))
     if peak > 0.99:

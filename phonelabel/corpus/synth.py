@@ -32,7 +32,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 import phonelabel.corpus.engines as tts
 from phonelabel.audio import read_audio
 from phonelabel.core import SAMPLE_RATE
-from phonelabel.corpus.conditions import CONDITIONS, apply_conditions, parse_conditions
+from phonelabel.corpus.conditions import (
+    CONDITIONS,
+    add_noise,
+    apply_conditions,
+    coloured_noise,
+    parse_conditions,
+    room_tone_lengths,
+)
 from phonelabel.corpus.engines import SILENCES, EngineOutput, Voice, to_timit
 from phonelabel.corpus.timit import assign_splits, find_utterances, read_phn
 from phonelabel.errors import PhonelabelError
@@ -330,15 +337,20 @@ def _write_utterance(
     if not words:
         raise ValueError("the engine gave no word timings")
 
-    noisy = samples.astype(np.float64)
+    lead_in, lead_out = 0, 0
+    if "silence" in task.conditions:  # its own RNG stream, as the conditions have theirs
+        lead_in, lead_out = room_tone_lengths(np.random.default_rng([*plan.seed, 11]), RATE)
+        segments, words = _with_room_tone(segments, words, lead_in, lead_out)
+    noisy = np.pad(samples.astype(np.float64), (lead_in, lead_out))
+    speech, n = slice(lead_in, lead_in + n), lead_in + n + lead_out
     if task.conditions:  # its own RNG stream: the draws below stay as they were without
         heard = np.random.default_rng([*plan.seed, 7])
-        noisy, _ = apply_conditions(noisy, heard, task.conditions, list(others), RATE)
+        noisy, _ = apply_conditions(noisy, heard, task.conditions, list(others), RATE, speech)
     if task.noise_snr is not None:
         snr = float(rng.uniform(*task.noise_snr))
-        power = float(np.mean(noisy**2)) / 10 ** (snr / 10)
-        noisy = noisy + rng.standard_normal(n) * np.sqrt(power)
-    noisy = noisy + rng.standard_normal(n) * 10 ** (DITHER_DBFS / 20)
+        white = coloured_noise(rng, n, "white", RATE)
+        noisy = add_noise(noisy, white, snr_db=snr, reference=noisy[speech])
+    noisy = add_noise(noisy, rng.standard_normal(n), dbfs=DITHER_DBFS)
     pcm = np.clip(np.round(noisy * 32768), -32768, 32767).astype(np.int16)
 
     folder = task.out / plan.speaker.folder
@@ -354,6 +366,21 @@ def _write_utterance(
         for temp, text in zip(temps[1:], texts, strict=True):
             temp.write_text(text, encoding="utf-8")
     return n / RATE
+
+
+def _with_room_tone(
+    segments: list[tuple[int, int, str]],
+    words: list[tuple[int, int, str]],
+    lead_in: int,
+    lead_out: int,
+) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+    """Phone and word segments (samples) of an utterance given ``lead_in`` samples of
+    silence before it and ``lead_out`` after it: the opening and closing h# grow over them."""
+    end = segments[-1][1] + lead_in + lead_out
+    shifted = [(s + lead_in, e + lead_in, p) for s, e, p in segments]
+    shifted[0] = (0, *shifted[0][1:])  # to_timit opens and closes with h#
+    shifted[-1] = (shifted[-1][0], end, shifted[-1][2])
+    return shifted, [(s + lead_in, e + lead_in, w) for s, e, w in words]
 
 
 def _complete(out: Path, plan: UtterancePlan) -> bool:
