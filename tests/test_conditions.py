@@ -75,6 +75,35 @@ def test_conditions_are_seeded_keep_length_and_fill_digital_silence():
     assert counts["phone"] <= 12 and counts["channel"] >= 12
 
 
+def test_noise_is_set_against_the_speech_or_to_a_full_scale_level():
+    rng = np.random.default_rng(0)
+    speech = 0.1 * np.sin(np.arange(RATE) / 7)
+    padded = np.pad(speech, (RATE, RATE))  # a second of silence either side
+    noise = cond.coloured_noise(rng, len(padded), "pink", RATE)
+    assert abs(np.sqrt(np.mean(noise**2)) - 1) < 1e-9
+    heard = cond.add_noise(padded, noise, snr_db=20.0, reference=padded[RATE:-RATE])
+    added = heard - padded
+    snr = 10 * np.log10(np.mean(speech**2) / np.mean(added**2))
+    assert abs(snr - 20.0) < 1e-6  # against the speech, not the silence around it
+    floor = cond.add_noise(np.zeros(RATE), noise[:RATE] / np.sqrt(np.mean(noise[:RATE] ** 2)),
+                           dbfs=-50.0)  # fmt: skip
+    assert abs(10 * np.log10(np.mean(floor**2)) + 50.0) < 1e-6
+    with pytest.raises(ValueError, match="exactly one"):
+        cond.add_noise(padded, noise, snr_db=10.0, dbfs=-50.0)
+
+
+def test_room_tone_lengths_are_seeded_and_spread_over_their_range():
+    draws = [cond.room_tone_lengths(np.random.default_rng([s, 11]), RATE) for s in range(400)]
+    assert draws[:5] == [cond.room_tone_lengths(np.random.default_rng([s, 11]), RATE)
+                         for s in range(5)]  # fmt: skip
+    seconds = np.array(draws) / RATE
+    low, high = cond.ROOM_TONE_SECONDS
+    assert seconds.min() >= low and seconds.max() <= high
+    assert (seconds > 1.5).mean() > 0.05  # long floors are heard, not only short ones
+    assert 0.5 < np.median(seconds) < 0.8  # log-uniform: median sqrt(0.2 * 2.0) = 0.63 s
+    assert len(set(map(tuple, draws))) == 400
+
+
 def test_vtlp_speakers_vary_vocal_tract_and_keep_pitch_in_range():
     plans = synth.plan_speakers(40, ("festival", "flite"), 0, vtlp=True)
     factors = [s.pitch_resample for s in plans]

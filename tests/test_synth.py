@@ -155,6 +155,45 @@ def test_augmentation_noise_and_speed_change_the_audio_and_keep_tiling(tmp_path)
         assert np.std(h_sharp) > 0.003  # 10 dB SNR noise, far above the -70 dB dither
 
 
+def _phn_samples(path):
+    return [
+        (int(s), int(e), p) for s, e, p in (line.split() for line in path.read_text().splitlines())
+    ]
+
+
+@pytest.mark.slow
+def test_silence_adds_seeded_lead_in_and_lead_out_room_tone_labelled_h_sharp(tmp_path):
+    kwargs = dict(speakers=4, utterances_per_speaker=2, seed=3, jobs=1, engines=("flite",))
+    synth.synthesize(tmp_path / "clean", conditions="none", **kwargs)
+    synth.synthesize(tmp_path / "padded", conditions="silence,tone", **kwargs)
+    clean = {u.utt_id: u for u in find_utterances(tmp_path / "clean")}
+    leads = set()
+    for u in find_utterances(tmp_path / "padded"):
+        c = clean[u.utt_id]
+        phones, original = _phn_samples(u.alignment), _phn_samples(c.alignment)
+        lead_in = phones[1][0] - original[1][0]
+        lead_out = (phones[-1][1] - phones[-1][0]) - (original[-1][1] - original[-1][0])
+        for lead in (lead_in, lead_out):
+            assert 0.2 * 16000 - 1 <= lead <= 2.0 * 16000 + 1
+        leads.add((lead_in, lead_out))
+        # the same phones, shifted; the opening and closing h# grown over the room tone
+        assert phones[1:-1] == [(s + lead_in, e + lead_in, p) for s, e, p in original[1:-1]]
+        assert phones[0] == (0, original[0][1] + lead_in, "h#") and phones[-1][2] == "h#"
+        words = [line.split() for line in u.words.read_text().splitlines()]
+        assert words == [
+            [str(int(s) + lead_in), str(int(e) + lead_in), w]
+            for s, e, w in (line.split() for line in c.words.read_text().splitlines())
+        ]
+        heard, _ = soundfile.read(str(u.audio), dtype="int16")
+        assert (
+            len(heard) == phones[-1][1] == len(soundfile.read(str(c.audio))[0]) + lead_in + lead_out
+        )
+        assert u.transcript.read_text().startswith(f"0 {len(heard)} ")
+        tone = heard[: lead_in - 160].astype(float)  # room tone at -62..-45 dBFS, not dither
+        assert 32768 * 10 ** (-63 / 20) < np.sqrt(np.mean(tone**2)) < 32768 * 10 ** (-44 / 20)
+    assert len(leads) == 8
+
+
 # --- phones ------------------------------------------------------------------------------
 
 
