@@ -126,14 +126,16 @@ MAX_NUMBER = 10**12
 
 def _ascii(text: str) -> str:
     """Curly quotes and dashes as ASCII; accented letters without their accents (café ->
-    cafe, naïve -> naive); other letters no ASCII letter spells are dropped."""
+    cafe, naïve -> naive); any other character no ASCII spells parts words, as a space."""
     text = "".join(_NON_DECOMPOSING.get(c, c) for c in text)
     for symbol in ("\u00b0C", "\u00b0F"):  # before the degree sign loses its letter's case
         text = text.replace(symbol, symbol.lower())
     for symbol, spoken in _SYMBOLS.items():
         text = text.replace(symbol, spoken)
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if c.isascii())
+    decomposed = unicodedata.normalize("NFKD", text)  # é -> e + a combining accent
+    return "".join(
+        c if c.isascii() else "" if unicodedata.combining(c) else " " for c in decomposed
+    )
 
 
 def normalize_text(text: str) -> list[str]:
@@ -219,6 +221,7 @@ def _letters(spelled: str, clitic: str = "") -> list[str]:
 
 
 _NUMBER = re.compile(r"(\d[\d,]*)(?:\.(\d+))?([a-z%']*)")
+_NUMBER_SUFFIXES = ("", "st", "nd", "rd", "th", "s")  # and the _UNITS
 
 
 def _number_token(token: str) -> list[str]:
@@ -234,9 +237,7 @@ def _number_token(token: str) -> list[str]:
             words += _number_token(part) if part[0].isdigit() else _token_words(part, "", False)
         return words
     integer, decimals = match[1].replace(",", ""), match[2]
-    if not integer.strip(","):
-        return []
-    if int(integer) >= MAX_NUMBER:
+    if int(integer) >= MAX_NUMBER or integer[0] == "0" and len(integer) > 1:  # 007, ids
         words = [_ONES[int(d)] for d in integer]
     elif decimals is None and "," not in match[1] and len(integer) == 4 and suffix in ("", "s"):
         words = year_words(int(integer))
@@ -252,9 +253,6 @@ def _number_token(token: str) -> list[str]:
         one, many = _UNITS[suffix]
         return words + (one if words == ["one"] else many).split()
     return words
-
-
-_NUMBER_SUFFIXES = ("", "st", "nd", "rd", "th", "s")
 
 
 def _money(amount: str, names: tuple[str, str, str, str]) -> list[str]:

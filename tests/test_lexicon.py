@@ -108,6 +108,7 @@ def test_numbers_money_units_ordinals_and_years():
         "the 1990s, the '70s": "the nineteen nineties the seventies",
         "10:30": "ten thirty",
         "4x4": "four x four",
+        "007": "zero zero seven",
     }
     for text, words in cases.items():
         assert normalize_text(text) == words.split(), text
