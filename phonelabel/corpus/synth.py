@@ -433,7 +433,8 @@ def synthesize(
 ) -> SynthReport:
     """Make (or resume) a synthetic TIMIT-layout corpus in ``out``; see the module docstring.
 
-    ``noise_snr``: add white noise at an SNR (dB) drawn per utterance from (lo, hi).
+    ``noise_snr``: add white noise at an SNR (dB, against the engine's speech) drawn per
+    utterance from (lo, hi), by the conditions' own noise (``conditions.add_noise``).
     ``speed_perturb``: play each utterance 1 ± up to this much faster (resampled).
     ``conditions``: recording conditions (``conditions.py``): names, or "all" / "none".
     ``on_progress(done, total)`` is called as utterances finish.
