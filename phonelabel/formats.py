@@ -19,13 +19,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from praatio.utilities import errors, textgrid_io
+from praatio.utilities import textgrid_io
 
 from phonelabel.core import SAMPLE_RATE, Segment
+from phonelabel.corpus.textgrid import read_alignment
 from phonelabel.corpus.timit import read_wrd
 from phonelabel.errors import PhonelabelError
 from phonelabel.fileio import write_text
@@ -41,6 +43,17 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise PhonelabelError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
     return fmt
+
+
+def output_names(sources: Sequence[str], fmt: str) -> list[Path]:
+    """``<stem><ext>`` per input; where stems collide (TIMIT's SX sentences are read by many
+    speakers), the inputs' folders below their common parent, mirrored."""
+    names = [Path(Path(p).stem + EXTENSIONS[fmt]) for p in sources]
+    if len(set(names)) < len(names):
+        folders = [Path(p).resolve().parent for p in sources]
+        base = Path(os.path.commonpath(folders))
+        names = [f.relative_to(base) / n for f, n in zip(folders, names, strict=True)]
+    return names
 
 
 def _seconds(value: float) -> str:
@@ -194,11 +207,16 @@ def read_segments(
 ) -> list[Segment]:
     """Segments of a file written by ``write_segments`` (``fmt`` from the extension if None).
 
-    TextGrid: the intervals of its "phones" tier (else its first), empty ones skipped (no confidence kept).
+    TextGrid: the intervals of its phone tier (``corpus.textgrid.read_alignment``: "phones",
+    else the only tier named for phones, else the only tier), empty ones skipped (no
+    confidence kept).
     PHN: any labels (61 or folded 39), sample numbers at ``rate`` (no confidence kept).
     """
     path = Path(path)
     fmt = check_format(fmt or _format_of(path))
+    if fmt == "textgrid":  # the corpus reader's: its tier rule, its checks, UTF-16 too
+        phones = read_alignment(path, None).phones
+        return [Segment(start, end, label) for start, end, label in phones if label]
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -206,8 +224,6 @@ def read_segments(
     try:
         if fmt == "phn":
             return read_wrd(path, rate=rate)  # the generic "start end label" reader
-        if fmt == "textgrid":
-            return _textgrid_tier(text, TIER)
         if fmt == "json":
             document = json.loads(text)
             rows = document["segments"] if isinstance(document, dict) else document
@@ -216,17 +232,6 @@ def read_segments(
         return [_from_row(row) for row in rows]
     except (KeyError, IndexError, ValueError, TypeError) as error:
         raise PhonelabelError(f"{path}: not a {fmt} segment file ({error})") from None
-
-
-def _textgrid_tier(text: str, name: str) -> list[Segment]:
-    """The named tier of a TextGrid (the first tier when none has the name), empty
-    intervals skipped."""
-    try:
-        tiers = textgrid_io.parseTextgridStr(text, includeEmptyIntervals=False)["tiers"]
-    except errors.PraatioException as error:
-        raise ValueError(str(error)) from None
-    tier = next((t for t in tiers if t["name"] == name), tiers[0])
-    return [Segment(float(e[0]), float(e[1]), str(e[2])) for e in tier["entries"]]
 
 
 def _from_row(row: dict[str, Any]) -> Segment:

@@ -8,7 +8,8 @@ import pytest
 from phonelabel.metrics import (
     NO_LABEL,
     EditCounts,
-    align,
+    edit_counts,
+    levenshtein,
     confusion_61,
     fold_confusion,
     folded_frame_accuracy,
@@ -126,16 +127,31 @@ def test_most_confused_pairs_largest_first():
         ("a b", "b c", EditCounts(2, 0, 0, 2)),
     ],
 )
-def test_align_counts_substitutions_deletions_insertions(reference, hypothesis, expected):
-    assert align(reference.split(), hypothesis.split()) == expected
+def test_edit_counts_count_substitutions_deletions_insertions(reference, hypothesis, expected):
+    assert edit_counts(reference.split(), hypothesis.split()) == expected
 
 
-def test_align_distance_is_minimal_on_random_strings():
+def test_levenshtein_pairs_walk_both_strings_in_order_at_minimal_cost():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        a = list(rng.integers(0, 3, rng.integers(0, 8)))
+        b = list(rng.integers(0, 3, rng.integers(0, 8)))
+        pairs = levenshtein(a, b)
+        assert [i for i, _ in pairs if i is not None] == list(range(len(a)))
+        assert [j for _, j in pairs if j is not None] == list(range(len(b)))
+        cost = sum(i is None or j is None or a[i] != b[j] for i, j in pairs)
+        assert cost == _brute_distance(tuple(a), tuple(b))
+    # ties: a substitution before a deletion, a deletion before an insertion (as sclite)
+    assert levenshtein("ab", "bc") == [(0, 0), (1, 1)]
+    assert levenshtein("ab", "b") == [(0, None), (1, 0)]
+
+
+def test_edit_distance_is_minimal_on_random_strings():
     rng = np.random.default_rng(0)
     for _ in range(50):
         a = list(rng.integers(0, 3, rng.integers(0, 8)))
         b = list(rng.integers(0, 3, rng.integers(0, 8)))
-        counts = align(a, b)
+        counts = edit_counts(a, b)
         assert counts.errors == _brute_distance(tuple(a), tuple(b))
         # every reference symbol is matched, substituted or deleted; likewise hypothesis
         assert len(b) - counts.insertions == len(a) - counts.deletions

@@ -183,9 +183,9 @@ def test_arpabet_maps_stress_silence_noise_and_splits_stops_at_the_burst():
         (0.5, 0.6, "sil"),
     ]
     rule = LabelRule("arpabet")
-    from phonelabel.corpus.textgrid import Alignment, timit_segments
+    from phonelabel.corpus.textgrid import TextGridTiers, timit_segments
 
-    segments = timit_segments(Alignment(Path("x"), "phones", spans, None, 0.6), rule, samples, rate)
+    segments = timit_segments(TextGridTiers(Path("x"), "phones", spans, None, 0.6), rule, samples, rate)
     got = [(round(s.start, 3), round(s.end, 3), s.phone) for s in segments]
     assert got == [
         (0.0, 0.1, "h#"),

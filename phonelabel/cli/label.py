@@ -290,7 +290,7 @@ def align(
     """
     from phonelabel import align as aligning
     from phonelabel import formats
-    from phonelabel.label import Failure
+    from phonelabel.workers import Failure
     from phonelabel.workers import work_units
 
     fmt = formats.check_format(output_format)

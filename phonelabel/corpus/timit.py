@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from phonelabel.audio import Audio
+from phonelabel.audio import AUDIO_SUFFIXES, Audio
 from phonelabel.core import SAMPLE_RATE, Segment, Utterance
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX, data_path
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".sph")
 # full_test: every TEST-part speaker (TIMIT: 168 speakers, 1,344 utterances without SA), the
 # set Graves & Schmidhuber (2005) and much of the older literature report on.
 SPLITS = ("train", "dev", "test", "full_test")
