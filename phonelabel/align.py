@@ -27,12 +27,19 @@ from phonelabel.align_graph import (
 )
 from phonelabel.align_viterbi import AlignmentDecoder, emission_scores, viterbi_align
 from phonelabel.audio import AUDIO_SUFFIXES, AudioFile
-from phonelabel.core import SAMPLE_RATE, Segment
+from phonelabel.core import SAMPLE_RATE, Segment, Word
 from phonelabel.corpus.timit import read_transcript
 from phonelabel.decode import boundary_seconds
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig, frame_count
-from phonelabel.formats import EXTENSIONS, check_format, fold_segments, output_names, write_segments
+from phonelabel.formats import (
+    EXTENSIONS,
+    check_format,
+    fold_segments,
+    output_names,
+    write_segments,
+    write_words,
+)
 from phonelabel.label import load_labeller, recording_features
 from phonelabel.lexicon import Lexicon, normalize_text, pronounce, read_dictionary
 from phonelabel.model import PosteriorStream
@@ -72,7 +79,7 @@ class Alignment:
     """One aligned recording: word and phone segments tiling [0, duration]."""
 
     source: str
-    words: list[Segment]  # silence between words as SILENCE_WORD intervals
+    words: list[Word]  # silence between words as SILENCE_WORD intervals
     phones: list[Segment]
     duration: float
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +115,7 @@ def path_segments(
     phones = [Segment(seconds(a), seconds(b), graph.phones[n]) for n, a, b in _runs(nodes)]
     word_of_frame = np.array(graph.words, dtype=np.int64)[nodes]  # (T,)
     word_segments = [
-        Segment(seconds(a), seconds(b), words[w] if w >= 0 else SILENCE_WORD)
+        Word(seconds(a), seconds(b), words[w] if w >= 0 else SILENCE_WORD)
         for w, a, b in _runs(word_of_frame)
     ]
     return word_segments, phones
@@ -363,8 +370,8 @@ def _write(result: Alignment, fmt: str, target: Path, extension: str) -> None:
         write_segments(result.phones, fmt, target, *args, words=result.words)
         return
     write_segments(result.phones, fmt, target, *args)
-    spoken = [w for w in result.words if w.phone != SILENCE_WORD]
+    spoken = [w for w in result.words if w.word != SILENCE_WORD]
     words_file = target.with_name(
         target.name[: -len(extension)] + (".wrd" if fmt == "phn" else ".words.csv")
     )
-    write_segments(spoken, fmt, words_file, *args)
+    write_words(spoken, fmt, words_file, *args)

@@ -26,9 +26,9 @@ from typing import IO, Any
 
 from praatio.utilities import textgrid_io
 
-from phonelabel.core import SAMPLE_RATE, Segment
+from phonelabel.core import SAMPLE_RATE, Segment, Word
 from phonelabel.corpus.textgrid import read_alignment
-from phonelabel.corpus.timit import read_wrd
+from phonelabel.corpus.timit import read_labels
 from phonelabel.errors import PhonelabelError
 from phonelabel.fileio import write_text
 from phonelabel.phones import fold_to_39
@@ -133,20 +133,20 @@ def format_segments(
     duration: float,
     metadata: dict[str, Any] | None = None,
     rate: int = SAMPLE_RATE,
-    words: Sequence[Segment] | None = None,
+    words: Sequence[Word] | None = None,
 ) -> str:
     """The text of a whole output file; ``duration`` (seconds) bounds the TextGrid, ``rate``
     is the sample rate of .PHN sample numbers; ``words`` (TextGrid and JSON only): a word
     tier to write beside the phones."""
     check_format(fmt)
     if fmt == "textgrid":
-        tiers = {"words": words} if words is not None else {}
-        return _textgrid({**tiers, TIER: segments}, duration)
+        tiers = {"words": [(w.start, w.end, w.word) for w in words]} if words is not None else {}
+        return _textgrid({**tiers, TIER: [(s.start, s.end, s.phone) for s in segments]}, duration)
     if fmt == "json":
         document = {"duration": round(duration, 7), **(metadata or {})}
         if words is not None:
             document["word_segments"] = [
-                {"start": round(w.start, 7), "end": round(w.end, 7), "word": w.phone} for w in words
+                {"start": round(w.start, 7), "end": round(w.end, 7), "word": w.word} for w in words
             ]
         document["segments"] = [_segment_dict(s) for s in segments]
         return json.dumps(document, indent=1) + "\n"
@@ -162,7 +162,7 @@ def write_segments(
     duration: float,
     metadata: dict[str, Any] | None = None,
     rate: int = SAMPLE_RATE,
-    words: Sequence[Segment] | None = None,
+    words: Sequence[Word] | None = None,
 ) -> None:
     """Write a whole file (atomically), or to an open text stream such as ``sys.stdout``."""
     text = format_segments(segments, fmt, duration, metadata, rate, words)
@@ -176,10 +176,25 @@ def write_segments(
         path_or_stream.flush()
 
 
-def _textgrid(tiers: dict[str, Sequence[Segment]], duration: float) -> str:
-    """Praat long text format, written by praatio: each tier's intervals tile
-    [0, duration]; gaps get empty text."""
-    end = max([duration] + [s.end for segments in tiers.values() for s in segments])
+def write_words(
+    words: Sequence[Word],
+    fmt: str,
+    path: str | Path,
+    duration: float,
+    metadata: dict[str, Any] | None = None,
+    rate: int = SAMPLE_RATE,
+) -> None:
+    """A words file of a line format, beside its phones file: phn writes a TIMIT .WRD
+    (``start_sample end_sample word``), csv the segment table with the word in its label
+    column. (TextGrid and JSON hold the words in the phones file: ``write_segments``.)"""
+    labelled = [Segment(w.start, w.end, w.word) for w in words]
+    write_segments(labelled, fmt, path, duration, metadata, rate)
+
+
+def _textgrid(tiers: dict[str, list[tuple[float, float, str]]], duration: float) -> str:
+    """Praat long text format, written by praatio: each tier's (start, end, label)
+    intervals tile [0, duration]; gaps get empty text."""
+    end = max([duration] + [e for intervals in tiers.values() for _, e, _ in intervals])
     grid = {
         "xmin": 0.0,
         "xmax": end,
@@ -189,9 +204,9 @@ def _textgrid(tiers: dict[str, Sequence[Segment]], duration: float) -> str:
                 "name": name,
                 "xmin": 0.0,
                 "xmax": end,
-                "entries": [(s.start, s.end, s.phone) for s in segments],
+                "entries": intervals,
             }
-            for name, segments in tiers.items()
+            for name, intervals in tiers.items()
         ],
     }
     return textgrid_io.getTextgridAsStr(
@@ -223,7 +238,7 @@ def read_segments(
         raise PhonelabelError(f"{path}: cannot read ({error})") from None
     try:
         if fmt == "phn":
-            return read_wrd(path, rate=rate)  # the generic "start end label" reader
+            return read_labels(path, rate=rate)
         if fmt == "json":
             document = json.loads(text)
             rows = document["segments"] if isinstance(document, dict) else document

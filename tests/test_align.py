@@ -214,7 +214,7 @@ def test_aligner_recovers_known_boundaries_exactly():
     assert [round(s.start, 4) for s in result.phones[1:]] == [
         round((e * 160 + 120) / 16000, 4) for e in edges
     ]
-    assert [w.phone for w in result.words] == ["", "the", "dark", "", "suit", ""]
+    assert [w.word for w in result.words] == ["", "the", "dark", "", "suit", ""]
     assert result.words[1].start == result.phones[1].start
     assert result.phones[0].start == 0 and result.phones[-1].end == 1.2
 
@@ -269,7 +269,7 @@ def test_a_long_recording_aligns_in_bounded_memory():
     assert peak < 60e6, f"peak {peak / 1e6:.1f} MB"  # a T x S int32 lattice: total * states * 4
     assert total * states * 4 > 100 * peak
     assert [s.phone for s in result.phones] == phones
-    assert [w.phone for w in result.words if w.phone] == words
+    assert [w.word for w in result.words if w.word] == words
 
 
 def graph_word_forms(pron) -> list[str]:

@@ -132,7 +132,7 @@ def test_real_mfa_recordings_read_as_arpabet_with_words_and_split_stops():
         assert all(a.end <= b.start + 1e-9 for a, b in zip(segments, segments[1:], strict=False))
         assert segments[-1].end <= audio.seconds + 1e-9
         words = utterance.word_segments()
-        assert words and all(w.phone.strip() for w in words)
+        assert words and all(w.word.strip() for w in words)
         total += len(segments)
     assert total > 500
 
@@ -161,7 +161,7 @@ def test_long_short_and_utf16_textgrids_read_alike(tmp_path, fmt, utf16):
     alignment = read_alignment(path)
     labelled = [(s, e, p) for s, e, p in alignment.phones if p]
     assert labelled == [(0.1, 0.25, "AH0"), (0.25, 0.3, "é")]
-    assert alignment.tier == "phones" and alignment.words[0].phone == "tone"
+    assert alignment.tier == "phones" and alignment.words[0].word == "tone"
 
 
 def test_arpabet_maps_stress_silence_noise_and_splits_stops_at_the_burst():

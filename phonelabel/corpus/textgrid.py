@@ -29,7 +29,7 @@ import numpy as np
 from praatio.utilities import textgrid_io
 
 from phonelabel.audio import AUDIO_SUFFIXES, Audio
-from phonelabel.core import Segment, Utterance
+from phonelabel.core import Segment, Utterance, Word
 from phonelabel.corpus.phonemap import arpabet_table, map_segments
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX
@@ -136,7 +136,7 @@ class TextGridTiers:
     path: Path
     tier: str
     phones: list[tuple[float, float, str]]  # every interval of the phone tier, "" included
-    words: list[Segment] | None  # the words tier's labelled intervals, None when absent
+    words: list[Word] | None  # the words tier's labelled intervals, None when absent
     end: float  # the phone tier's end
 
 
@@ -223,13 +223,13 @@ def read_alignment(path: str | Path, tier: str | None = None) -> TextGridTiers:
     )
 
 
-def _words(tiers: dict[str, dict]) -> list[Segment] | None:
+def _words(tiers: dict[str, dict]) -> list[Word] | None:
     names = [n for n in tiers if tiers[n]["class"] == "IntervalTier"]
     name = "words" if "words" in names else next((n for n in names if "word" in n.lower()), None)
     if name is None:
         return None
     return [
-        Segment(float(e[0]), float(e[1]), str(e[2]))
+        Word(float(e[0]), float(e[1]), str(e[2]))
         for e in tiers[name]["entries"]
         if str(e[2]).strip()
     ]
@@ -317,7 +317,7 @@ class TextGridUtterance(Utterance):
             )
         return timit_segments(alignment, self.rule, audio.samples, audio.sample_rate)
 
-    def word_segments(self) -> list[Segment] | None:
+    def word_segments(self) -> list[Word] | None:
         """The words tier's labelled intervals (None when the TextGrid has none)."""
         if self.alignment is None:
             return None
