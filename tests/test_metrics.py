@@ -131,8 +131,8 @@ def test_edit_counts_count_substitutions_deletions_insertions(reference, hypothe
     assert edit_counts(reference.split(), hypothesis.split()) == expected
 
 
-def test_levenshtein_pairs_walk_both_strings_in_order_at_minimal_cost():
-    rng = np.random.default_rng(1)
+def test_levenshtein_walks_both_strings_in_order_at_minimal_cost_and_counts_s_d_i():
+    rng = np.random.default_rng(0)
     for _ in range(50):
         a = list(rng.integers(0, 3, rng.integers(0, 8)))
         b = list(rng.integers(0, 3, rng.integers(0, 8)))
@@ -140,21 +140,14 @@ def test_levenshtein_pairs_walk_both_strings_in_order_at_minimal_cost():
         assert [i for i, _ in pairs if i is not None] == list(range(len(a)))
         assert [j for _, j in pairs if j is not None] == list(range(len(b)))
         cost = sum(i is None or j is None or a[i] != b[j] for i, j in pairs)
-        assert cost == _brute_distance(tuple(a), tuple(b))
-    # ties: a substitution before a deletion, a deletion before an insertion (as sclite)
-    assert levenshtein("ab", "bc") == [(0, 0), (1, 1)]
-    assert levenshtein("ab", "b") == [(0, None), (1, 0)]
-
-
-def test_edit_distance_is_minimal_on_random_strings():
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        a = list(rng.integers(0, 3, rng.integers(0, 8)))
-        b = list(rng.integers(0, 3, rng.integers(0, 8)))
         counts = edit_counts(a, b)
-        assert counts.errors == _brute_distance(tuple(a), tuple(b))
+        assert cost == counts.errors == _brute_distance(tuple(a), tuple(b))
         # every reference symbol is matched, substituted or deleted; likewise hypothesis
         assert len(b) - counts.insertions == len(a) - counts.deletions
+    # equal costs: substitutions before a deletion + insertion; a deletion before an insertion
+    assert levenshtein("ab", "ba") == [(0, 0), (1, 1)]
+    assert levenshtein("a", "") == [(0, None)] and levenshtein("", "a") == [(None, 0)]
+    assert levenshtein("abc", "bcd") == [(0, None), (1, 0), (2, 1), (None, 2)]
 
 
 def _brute_distance(a: tuple, b: tuple) -> int:
