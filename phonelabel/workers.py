@@ -1,4 +1,5 @@
-"""Worker processes that never outlive the run that started them; shards of a file list.
+"""Worker processes that never outlive the run that started them; shards of a file list;
+the one runner of many files (``run_files``: label, align and adapt).
 
 featurize, synth, label and align fan work out to a pool of spawned processes (spawn, not fork: the
 parent may hold torch/OpenMP threads that fork would copy mid-lock). Three ways a run
@@ -18,6 +19,10 @@ ends early, and what stops the workers in each:
 A ``Shard`` (``--shard K/N``, or torchrun's RANK and WORLD_SIZE) picks one share of a
 file list, the same on every machine, so that a cluster's job array splits a list with
 no coordination between its jobs.
+
+``run_files`` runs a task over a file list with all of that: its output directory locked
+and checked once, units of files shared by shard and by worker, results in the order
+given, and an input's PhonelabelError turned into a ``Failure`` while the run goes on.
 """
 
 from __future__ import annotations
