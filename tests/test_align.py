@@ -421,3 +421,9 @@ def test_align_jobs_and_shards_write_the_bytes_of_one_process(tmp_path):
     assert len(outputs["one"]) == 4 and outputs["jobs"] == outputs["one"]
     assert len(outputs["shard1"]) == len(outputs["shard2"]) == 2
     assert {**outputs["shard1"], **outputs["shard2"]} == outputs["one"]
+    # the runner label shares refuses to overwrite a reference beside its recording
+    (tmp_path / "in" / "r2.json").write_text("{}")
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "in")])
+    assert result.exit_code == 2 and "r2.json: exists beside its recording" in result.stderr
+    assert (tmp_path / "in" / "r2.json").read_text() == "{}"
+    assert not (tmp_path / "in" / "r0.json").exists()  # refused before any work
