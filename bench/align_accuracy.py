@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,25 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from phonelabel.align import align_words, load_aligner, log_posterior_blocks
+from phonelabel.corpus.textgrid import read_alignment
 from phonelabel.corpus.timit import Segment, assign_splits, find_utterances, read_phn
 from phonelabel.lexicon import normalize_text
 from phonelabel.metrics import AlignmentErrors, boundary_pairs, merge_closures
-
-
-def read_short_textgrid(path: Path) -> dict[str, list[Segment]]:
-    """Interval tiers of a Praat TextGrid (short or long text format)."""
-    pattern = r'"((?:[^"]|"")*)"|(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)'
-    values = [
-        m[1].replace('""', '"') if m[1] is not None else float(m[2])
-        for m in re.finditer(pattern, path.read_text(encoding="utf-8"))
-    ]
-    tiers, i = {}, values.index("IntervalTier")
-    while i < len(values) and values[i] == "IntervalTier":
-        name, count = values[i + 1], int(values[i + 4])
-        rows = values[i + 5 : i + 5 + 3 * count]
-        tiers[name] = [Segment(rows[k], rows[k + 1], rows[k + 2]) for k in range(0, len(rows), 3)]
-        i += 5 + 3 * count
-    return tiers
 
 
 def mfa_phone(label: str) -> str:
@@ -58,9 +42,11 @@ def load_items(args, aligner) -> list[dict]:
             )
     if args.mfa:
         for grid in sorted(Path(args.mfa).glob("*.TextGrid")):
-            tiers = read_short_textgrid(grid)
-            text = " ".join(s.phone for s in tiers["words"] if s.phone)
-            reference = [Segment(s.start, s.end, mfa_phone(s.phone)) for s in tiers["phones"]]
+            tiers = read_alignment(grid)  # the package's one TextGrid reader
+            text = " ".join(w.word for w in tiers.words or [])
+            reference = [
+                Segment(start, end, mfa_phone(label)) for start, end, label in tiers.phones
+            ]
             items.append(
                 {
                     "audio": grid.with_suffix(".wav"),

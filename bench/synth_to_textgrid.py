@@ -50,7 +50,7 @@ def main(corpus: Path, out: Path) -> None:
         end = phones[-1][1]
         words = read_wrd(utterance.wrd) if utterance.wrd else []
         grid = textgrid.Textgrid()
-        grid.addTier(IntervalTier("words", [(w.start, w.end, w.phone) for w in words], 0, end))
+        grid.addTier(IntervalTier("words", [(w.start, w.end, w.word) for w in words], 0, end))
         grid.addTier(IntervalTier("phones", [p for p in phones if p[2]], 0, end))
         grid.save(
             str(directory / f"{stem}.TextGrid"),

@@ -17,6 +17,9 @@ from phonelabel.errors import PhonelabelError
 
 BLOCK_SECONDS = 10.0  # file blocks: 10 s of audio (160,000 samples) in memory at a time
 STREAM_BYTES = 3200  # stdin reads: 100 ms of 16-bit PCM
+# What ``read_audio`` reads (libsndfile): WAV, FLAC, Ogg Vorbis, NIST SPHERE, AIFF. Corpus
+# readers and ``align``'s transcript pairing find audio by these (any letter case).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph", ".nist", ".aif", ".aiff")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,19 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Word:
+    """A time-aligned word (a words tier, a TIMIT .WRD line). Times in seconds."""
+
+    start: float
+    end: float
+    word: str  # "" for the silence between words in a forced alignment's words tier
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
 class Reference:
     """What an utterance's alignment says, for scoring: its (T,) uint8 61-class frame labels
     (``features.NO_LABEL`` in gaps) and its phone tokens in order (the .PHN's labels)."""

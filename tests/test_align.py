@@ -214,7 +214,7 @@ def test_aligner_recovers_known_boundaries_exactly():
     assert [round(s.start, 4) for s in result.phones[1:]] == [
         round((e * 160 + 120) / 16000, 4) for e in edges
     ]
-    assert [w.phone for w in result.words] == ["", "the", "dark", "", "suit", ""]
+    assert [w.word for w in result.words] == ["", "the", "dark", "", "suit", ""]
     assert result.words[1].start == result.phones[1].start
     assert result.phones[0].start == 0 and result.phones[-1].end == 1.2
 
@@ -269,7 +269,7 @@ def test_a_long_recording_aligns_in_bounded_memory():
     assert peak < 60e6, f"peak {peak / 1e6:.1f} MB"  # a T x S int32 lattice: total * states * 4
     assert total * states * 4 > 100 * peak
     assert [s.phone for s in result.phones] == phones
-    assert [w.phone for w in result.words if w.phone] == words
+    assert [w.word for w in result.words if w.word] == words
 
 
 def graph_word_forms(pron) -> list[str]:
@@ -421,3 +421,9 @@ def test_align_jobs_and_shards_write_the_bytes_of_one_process(tmp_path):
     assert len(outputs["one"]) == 4 and outputs["jobs"] == outputs["one"]
     assert len(outputs["shard1"]) == len(outputs["shard2"]) == 2
     assert {**outputs["shard1"], **outputs["shard2"]} == outputs["one"]
+    # the runner label shares refuses to overwrite a reference beside its recording
+    (tmp_path / "in" / "r2.json").write_text("{}")
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "in")])
+    assert result.exit_code == 2 and "r2.json: exists beside its recording" in result.stderr
+    assert (tmp_path / "in" / "r2.json").read_text() == "{}"
+    assert not (tmp_path / "in" / "r0.json").exists()  # refused before any work

@@ -8,12 +8,13 @@ import pytest
 from phonelabel.metrics import (
     NO_LABEL,
     EditCounts,
-    align,
     confusion_61,
+    edit_counts,
     fold_confusion,
     folded_frame_accuracy,
     frame_accuracy,
     hypothesis_string,
+    levenshtein,
     most_confused,
     per_phone_accuracy,
     phone_errors,
@@ -126,19 +127,27 @@ def test_most_confused_pairs_largest_first():
         ("a b", "b c", EditCounts(2, 0, 0, 2)),
     ],
 )
-def test_align_counts_substitutions_deletions_insertions(reference, hypothesis, expected):
-    assert align(reference.split(), hypothesis.split()) == expected
+def test_edit_counts_count_substitutions_deletions_insertions(reference, hypothesis, expected):
+    assert edit_counts(reference.split(), hypothesis.split()) == expected
 
 
-def test_align_distance_is_minimal_on_random_strings():
+def test_levenshtein_walks_both_strings_in_order_at_minimal_cost_and_counts_s_d_i():
     rng = np.random.default_rng(0)
     for _ in range(50):
         a = list(rng.integers(0, 3, rng.integers(0, 8)))
         b = list(rng.integers(0, 3, rng.integers(0, 8)))
-        counts = align(a, b)
-        assert counts.errors == _brute_distance(tuple(a), tuple(b))
+        pairs = levenshtein(a, b)
+        assert [i for i, _ in pairs if i is not None] == list(range(len(a)))
+        assert [j for _, j in pairs if j is not None] == list(range(len(b)))
+        cost = sum(i is None or j is None or a[i] != b[j] for i, j in pairs)
+        counts = edit_counts(a, b)
+        assert cost == counts.errors == _brute_distance(tuple(a), tuple(b))
         # every reference symbol is matched, substituted or deleted; likewise hypothesis
         assert len(b) - counts.insertions == len(a) - counts.deletions
+    # equal costs: substitutions before a deletion + insertion; a deletion before an insertion
+    assert levenshtein("ab", "ba") == [(0, 0), (1, 1)]
+    assert levenshtein("a", "") == [(0, None)] and levenshtein("", "a") == [(None, 0)]
+    assert levenshtein("abc", "bcd") == [(0, None), (1, 0), (2, 1), (None, 2)]
 
 
 def _brute_distance(a: tuple, b: tuple) -> int:

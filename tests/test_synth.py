@@ -66,7 +66,7 @@ def test_every_file_is_timit_format_and_phones_tile_the_audio(synth_corpus):
         assert "h#" not in [s.phone for s in segments[1:-1]]
         words = read_wrd(u.words, n)
         text = read_transcript(u.transcript)
-        assert [w.phone for w in words] == re.findall(r"[a-z]+", text.lower())
+        assert [w.word for w in words] == re.findall(r"[a-z]+", text.lower())
         assert u.transcript.read_text().startswith(f"0 {n} ")
 
 

@@ -132,7 +132,7 @@ def test_real_mfa_recordings_read_as_arpabet_with_words_and_split_stops():
         assert all(a.end <= b.start + 1e-9 for a, b in zip(segments, segments[1:], strict=False))
         assert segments[-1].end <= audio.seconds + 1e-9
         words = utterance.word_segments()
-        assert words and all(w.phone.strip() for w in words)
+        assert words and all(w.word.strip() for w in words)
         total += len(segments)
     assert total > 500
 
@@ -161,7 +161,7 @@ def test_long_short_and_utf16_textgrids_read_alike(tmp_path, fmt, utf16):
     alignment = read_alignment(path)
     labelled = [(s, e, p) for s, e, p in alignment.phones if p]
     assert labelled == [(0.1, 0.25, "AH0"), (0.25, 0.3, "é")]
-    assert alignment.tier == "phones" and alignment.words[0].phone == "tone"
+    assert alignment.tier == "phones" and alignment.words[0].word == "tone"
 
 
 def test_arpabet_maps_stress_silence_noise_and_splits_stops_at_the_burst():
@@ -183,9 +183,11 @@ def test_arpabet_maps_stress_silence_noise_and_splits_stops_at_the_burst():
         (0.5, 0.6, "sil"),
     ]
     rule = LabelRule("arpabet")
-    from phonelabel.corpus.textgrid import Alignment, timit_segments
+    from phonelabel.corpus.textgrid import TextGridTiers, timit_segments
 
-    segments = timit_segments(Alignment(Path("x"), "phones", spans, None, 0.6), rule, samples, rate)
+    segments = timit_segments(
+        TextGridTiers(Path("x"), "phones", spans, None, 0.6), rule, samples, rate
+    )
     got = [(round(s.start, 3), round(s.end, 3), s.phone) for s in segments]
     assert got == [
         (0.0, 0.1, "h#"),
@@ -263,6 +265,24 @@ def test_the_phone_tier_is_chosen_by_name_or_the_error_lists_the_tiers(tmp_path)
     assert read_alignment(grid, tier="segments").phones == [(0.0, 0.2, "aa")]
     with pytest.raises(PhonelabelError, match="no tier named 'x'"):
         read_alignment(grid, tier="x")
+    alone = write_grid(tmp_path / "alone.TextGrid", intervals, 0.2, tier="MAU", words=False)
+    assert read_alignment(alone).tier == "MAU"  # a grid's only tier is its phone tier
+
+
+def test_label_outputs_and_corpora_read_textgrids_by_the_same_rules(tmp_path):
+    """formats.read_segments reads a TextGrid through the corpus reader: the same tier
+    choice, UTF-16 too, and the same refusal of a grid with no phone tier."""
+    from phonelabel.core import Segment
+    from phonelabel.formats import read_segments
+
+    intervals = [(0.0, 0.1, "h#"), (0.1, 0.15, ""), (0.15, 0.3, "aa")]
+    grid = write_grid(tmp_path / "a.TextGrid", intervals, 0.3, tier="phone", utf16=True)
+    expected = [Segment(0.0, 0.1, "h#"), Segment(0.15, 0.3, "aa")]
+    assert read_segments(grid) == expected  # the words tier first: not taken for phones
+    assert [s[2] for s in read_alignment(grid).phones if s[2]] == ["h#", "aa"]
+    none = write_grid(tmp_path / "b.TextGrid", intervals, 0.3, tier="segments")
+    with pytest.raises(PhonelabelError, match="no phone tier"):
+        read_segments(none)
 
 
 # --- bad input: featurize skips and reports it, --strict stops -----------------------------

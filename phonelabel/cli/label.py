@@ -290,8 +290,7 @@ def align(
     """
     from phonelabel import align as aligning
     from phonelabel import formats
-    from phonelabel.label import Failure
-    from phonelabel.workers import work_units
+    from phonelabel.workers import Failure, work_units
 
     fmt = formats.check_format(output_format)
     output_directory(out_dir, create=False)
@@ -308,7 +307,7 @@ def align(
                 failed += 1
                 print_error(result.error)
                 continue
-            spoken = sum(1 for w in result.words if w.phone)
+            spoken = sum(1 for w in result.words if w.word)
             guessed = result.metadata.get("guessed_pronunciations") or []
             note = f" (festival guessed: {', '.join(guessed)})" if guessed else ""
             console.print(

@@ -61,8 +61,8 @@ from typing import NamedTuple
 import numpy as np
 
 from phonelabel.core import SAMPLE_RATE as RATE
+from phonelabel.phones import VOWELS
 
-VOWELS = frozenset("aa ae ah ao aw ax axr ay eh er ey ih iy ow oy uh uw ix ux ax-h".split())
 REDUCED = frozenset("ax ix axr ax-h el em en eng".split())  # unstressed whatever the lexicon
 VOICELESS = frozenset("p t k f th s sh ch hh".split())
 CORONALS = frozenset("t d n s z sh zh ch jh th dh".split())

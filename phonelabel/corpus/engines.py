@@ -22,6 +22,7 @@ import soundfile
 from phonelabel.corpus.allophones import EnginePhone, realize
 from phonelabel.corpus.phonemap import arpabet_table, map_segments
 from phonelabel.errors import PhonelabelError
+from phonelabel.metrics import levenshtein
 from phonelabel.workers import die_with_parent
 
 ENGINES = ("festival", "flite")
@@ -321,27 +322,15 @@ def align_phones(spoken: list[str], prons: list[list[str]]) -> list[tuple[int, i
     to end, or None): Levenshtein alignment against the words' dictionary pronunciations
     laid end to end; an inserted phone (None) joins the word before."""
     ref = [(w, p) for w, pron in enumerate(prons) for p in pron]
-    n, m = len(spoken), len(ref)
-    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
-    cost[:, 0] = np.arange(n + 1)
-    cost[0, :] = np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            same = spoken[i - 1] == ref[j - 1][1]
-            cost[i, j] = min(
-                cost[i - 1, j - 1] + (0 if same else 1), cost[i - 1, j] + 1, cost[i, j - 1] + 1
+    owner: list[tuple[int, int | None]] = [(0, None)] * len(spoken)
+    last = None  # the dictionary phone the alignment passed last
+    for j, i in levenshtein([p for _, p in ref], spoken):
+        if j is not None:
+            last = j
+        if i is not None:  # a spoken phone with no dictionary phone joins the word before
+            owner[i] = (
+                (ref[j][0], j) if j is not None else (ref[last][0] if last is not None else 0, None)
             )
-    owner: list[tuple[int, int | None]] = [(0, None)] * n
-    i, j = n, m
-    while i > 0:
-        if j > 0 and cost[i, j] == cost[i - 1, j - 1] + (spoken[i - 1] != ref[j - 1][1]):
-            owner[i - 1] = (ref[j - 1][0], j - 1)
-            i, j = i - 1, j - 1
-        elif j > 0 and cost[i, j] == cost[i, j - 1] + 1:
-            j -= 1
-        else:  # spoken phone with no dictionary phone: belongs to the word before it
-            owner[i - 1] = (ref[j - 1][0] if j > 0 else 0, None)
-            i -= 1
     return owner
 
 

@@ -45,7 +45,7 @@ from phonelabel.corpus.timit import assign_splits, find_utterances, read_phn
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig, frame_count, frame_labels
 from phonelabel.fileio import LOCK_FILE, atomic_path, output_lock, write_json
-from phonelabel.phones import PHONE_INDEX, data_path
+from phonelabel.phones import PHONE_INDEX, VOWELS, data_path
 from phonelabel.workers import stoppable, worker_pool
 
 RATE = SAMPLE_RATE  # the corpus is written at the rate models work at
@@ -582,12 +582,11 @@ def _report(
 
 # --- checking alignments -----------------------------------------------------------------
 
-VOWELS = tuple("aa ae ah ao aw ax axr ay eh er ey ih iy ow oy uh uw".split())
 PHONE_GROUPS = {
     "silence": ("h#", "pau"),
     "closure": ("pcl", "tcl", "kcl"),  # voiceless: no voice bar, so energy tells
     "release": ("p", "t", "k"),
-    "vowel": VOWELS,
+    "vowel": tuple(sorted(VOWELS)),
     "sibilant": ("s", "sh"),
 }
 

@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 from praatio.utilities import textgrid_io
 
-from phonelabel.audio import Audio
-from phonelabel.core import Segment, Utterance
+from phonelabel.audio import AUDIO_SUFFIXES, Audio
+from phonelabel.core import Segment, Utterance, Word
 from phonelabel.corpus.phonemap import arpabet_table, map_segments
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
 TEXTGRID_SUFFIX = ".textgrid"
 LABEL_SETS = ("auto", "timit", "arpabet")
 SPLITS = ("train", "dev", "test", "all")
@@ -131,13 +130,13 @@ def detect_label_set(labels: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
-class Alignment:
+class TextGridTiers:
     """The tiers phonelabel uses from one TextGrid; times in seconds, labels as written."""
 
     path: Path
     tier: str
     phones: list[tuple[float, float, str]]  # every interval of the phone tier, "" included
-    words: list[Segment] | None  # the words tier's labelled intervals, None when absent
+    words: list[Word] | None  # the words tier's labelled intervals, None when absent
     end: float  # the phone tier's end
 
 
@@ -169,15 +168,21 @@ def _choose_tier(path: Path, names: list[str], wanted: str | None) -> str:
     candidates = [n for n in names if "phone" in n.lower()]
     if len(candidates) == 1:
         return candidates[0]
+    if len(names) == 1 and not candidates:  # a grid of one tier: that one
+        return names[0]
     raise PhonelabelError(
         f"{path}: no phone tier (none named 'phones' and {len(candidates)} whose name holds"
         f" 'phone'; tiers: {present}); choose one with the tier option (--tier NAME)"
     )
 
 
-def read_alignment(path: str | Path, tier: str | None = None) -> Alignment:
+def read_alignment(path: str | Path, tier: str | None = None) -> TextGridTiers:
     """Parse a TextGrid and check its phone tier: an interval tier, not empty, intervals in
-    order without overlap (gaps allowed). Raises PhonelabelError naming the file."""
+    order without overlap (gaps allowed). Raises PhonelabelError naming the file. The one
+    TextGrid reader: corpora and ``formats.read_segments`` read through here.
+
+    The phone tier: ``tier`` when given; else the tier named "phones"; else the only tier
+    whose name holds "phone"; else the grid's only tier."""
     path = Path(path)
     text = _decode(path)
     if not re.search(r'Object class\s*=\s*"TextGrid"', text[:500]):
@@ -213,22 +218,24 @@ def read_alignment(path: str | Path, tier: str | None = None) -> Alignment:
                 f" the one before it (which ends at {previous} s)"
             )
         previous = end
-    return Alignment(path, name, phones, _words(tiers), max(previous, float(phone_tier["xmax"])))
+    return TextGridTiers(
+        path, name, phones, _words(tiers), max(previous, float(phone_tier["xmax"]))
+    )
 
 
-def _words(tiers: dict[str, dict]) -> list[Segment] | None:
+def _words(tiers: dict[str, dict]) -> list[Word] | None:
     names = [n for n in tiers if tiers[n]["class"] == "IntervalTier"]
     name = "words" if "words" in names else next((n for n in names if "word" in n.lower()), None)
     if name is None:
         return None
     return [
-        Segment(float(e[0]), float(e[1]), str(e[2]))
+        Word(float(e[0]), float(e[1]), str(e[2]))
         for e in tiers[name]["entries"]
         if str(e[2]).strip()
     ]
 
 
-def _unknown(alignment: Alignment, number: int, label: str, rule: LabelRule) -> PhonelabelError:
+def _unknown(alignment: TextGridTiers, number: int, label: str, rule: LabelRule) -> PhonelabelError:
     start, end, _ = alignment.phones[number - 1]
     how = (
         "add it to the phone map (--phone-map FILE)"
@@ -241,7 +248,7 @@ def _unknown(alignment: Alignment, number: int, label: str, rule: LabelRule) -> 
     )
 
 
-def timit_segments(alignment: Alignment, rule: LabelRule, samples: np.ndarray, rate: int):
+def timit_segments(alignment: TextGridTiers, rule: LabelRule, samples: np.ndarray, rate: int):
     """TIMIT-61 segments (seconds) of a checked alignment under ``rule``; ``samples`` (N,)
     at ``rate`` place the closure/release cut of split stops."""
     n = len(samples)
@@ -310,7 +317,7 @@ class TextGridUtterance(Utterance):
             )
         return timit_segments(alignment, self.rule, audio.samples, audio.sample_rate)
 
-    def word_segments(self) -> list[Segment] | None:
+    def word_segments(self) -> list[Word] | None:
         """The words tier's labelled intervals (None when the TextGrid has none)."""
         if self.alignment is None:
             return None

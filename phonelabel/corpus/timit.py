@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from phonelabel.audio import Audio
-from phonelabel.core import SAMPLE_RATE, Segment, Utterance
+from phonelabel.audio import AUDIO_SUFFIXES, Audio
+from phonelabel.core import SAMPLE_RATE, Segment, Utterance, Word
 from phonelabel.errors import PhonelabelError
 from phonelabel.phones import PHONE_INDEX, data_path
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".sph")
 # full_test: every TEST-part speaker (TIMIT: 168 speakers, 1,344 utterances without SA), the
 # set Graves & Schmidhuber (2005) and much of the older literature report on.
 SPLITS = ("train", "dev", "test", "full_test")
@@ -200,8 +199,17 @@ def read_phn(
 
 def read_wrd(
     path: str | Path, num_samples: int | None = None, rate: int = SAMPLE_RATE
+) -> list[Word]:
+    """The words of a TIMIT .WRD file (words may not overlap)."""
+    path = Path(path)
+    return [Word(s / rate, e / rate, w) for _, s, e, w in _timed_lines(path, num_samples)]
+
+
+def read_labels(
+    path: str | Path, num_samples: int | None = None, rate: int = SAMPLE_RATE
 ) -> list[Segment]:
-    """Word segments of a TIMIT .WRD file (words may not overlap)."""
+    """Segments of a .PHN-like file with any labels (39 folded classes, another set),
+    checked for order, overlap and range as ``read_phn`` checks them."""
     path = Path(path)
     return [Segment(s / rate, e / rate, w) for _, s, e, w in _timed_lines(path, num_samples)]
 
