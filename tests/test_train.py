@@ -12,18 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from phonelabel.model import ModelConfig, PhoneLSTM
-from phonelabel.train import (
-    RunState,
-    Schedule,
-    SplitTensors,
-    build_schedule,
-    clip_gradients,
-    run_epoch,
-    spec_augment,
-)
-from phonelabel.train import (
-    TrainConfig as _TrainConfig,
-)
+from phonelabel.batches import SplitTensors
+from phonelabel.config import TrainConfig as _TrainConfig
+from phonelabel.schedule import Schedule, build_schedule
+from phonelabel.train import RunState, clip_gradients, run_epoch, spec_augment
 
 D = 5
 # the mechanics are tested bare: no target delay, no SpecAugment masks (the defaults have

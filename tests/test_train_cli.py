@@ -259,7 +259,7 @@ def test_whole_utterance_and_longer_backprop_train_through_train(
     out = tmp_path / "m"
     config = TrainConfig(hidden=16, layers=1, k1=k1, k2=k2, batch_streams=4, epochs=2,
                          lr=0.02, tune_decoder=False, device="cpu")  # fmt: skip
-    trained = train(tone_store, out, config)
+    trained = train(tone_store, out, config).model
     assert (trained.training["k1"], trained.training["k2"]) == (k1, max(k1, k2))
     train_split = open_store(tone_store).split("train")
     labelled = int(np.sum(np.asarray(train_split.labels) != NO_LABEL))
