@@ -236,7 +236,7 @@ def _run(
         model=model,
         feature=store.config,
         stats=store.stats,
-        training=asdict(config),
+        training=config.to_dict(),
         run={
             "features": str(Path(features).resolve()),
             "device_used": str(device),
@@ -351,7 +351,8 @@ def _setup(
     """Every check before training: (the run's resolved config, device, opened store, the
     --init model or None). Rank 0 also makes sure ``out`` may be written."""
     if checkpoint is not None:
-        config = TrainConfig(**checkpoint["config"]).resumed(changes or {})
+        config = TrainConfig.from_dict(checkpoint["config"], f"{out / CHECKPOINT}")
+        config = config.resumed(changes or {})
         trained_by = checkpoint.get("world_size", 1)
         if trained_by != ranks.world:
             raise PhonelabelError(
@@ -359,7 +360,7 @@ def _setup(
                 f"with {trained_by} (torchrun --nnodes x --nproc-per-node), not {ranks.world}"
             )
     elif changes:
-        config = replace(config, **changes)
+        config = config.replaced(changes)
     config.check()
     device = resolve_device(config.device)
     config = config.resolved(device.type == "cuda", ranks.world)
@@ -391,14 +392,8 @@ def _read_checkpoint(out: Path) -> dict[str, Any]:
 
 
 def _model_config(config: TrainConfig, input_dim: int) -> ModelConfig:
-    """The network a run trains: its size and delay from ``config``, inputs from the store."""
-    return ModelConfig(
-        input_dim=input_dim,
-        hidden=config.hidden,
-        layers=config.layers,
-        dropout=config.dropout,
-        delay=config.delay,
-    )
+    """The network a run trains: ``config.model`` taking the store's inputs."""
+    return replace(config.model, input_dim=input_dim)
 
 
 def _initial_model(init: str, model_config: ModelConfig, feature: FeatureConfig) -> TrainedModel:
@@ -713,7 +708,7 @@ def _save_checkpoint(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "run": asdict(run),
-        "config": asdict(config),
+        "config": config.to_dict(),
         "rng": torch.get_rng_state(),
     }
     if torch.cuda.is_available():  # dropout and input noise on a GPU draw from its generator

@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from phonelabel.cli import app
-from phonelabel.config import TrainConfig
+from phonelabel.config import ModelConfig, TrainConfig
 from phonelabel.features import FeatureConfig
 from phonelabel.modeldir import load_state_dict, save_state_dict
 from phonelabel.store import featurize
@@ -105,7 +105,7 @@ def test_resume_continues_from_its_checkpoint_not_the_init_weights(
 ):
     start = tmp_path / "start"
     shutil.copytree(tone_model, start)
-    config = TrainConfig(hidden=48, layers=1, delay=0, k1=10, batch_streams=4, lr=0.01,
+    config = TrainConfig(model=ModelConfig(hidden=48, layers=1), k1=10, batch_streams=4, lr=0.01,
                          time_mask=0, freq_mask=0, seed=1, device="cpu", tune_decoder=False,
                          init=str(start), checkpoint_seconds=0)  # fmt: skip
     train(tone_store, tmp_path / "whole", replace(config, epochs=2))

@@ -18,14 +18,15 @@ from phonelabel.config import RESUME_SAFE
 from phonelabel.errors import PhonelabelError
 
 
-def _train_option(name: str, text: str, flag: str | None = None) -> Any:
-    """A train option whose default is TrainConfig's (shown in --help); None = not given."""
-    default = getattr(TRAIN_DEFAULTS, name)
+def _train_option(name: str, text: str, flag: str | None = None, shown: str = "") -> Any:
+    """A train option whose default is TrainConfig's (shown in --help, or ``shown`` where
+    None leaves it to the run); None = not given."""
+    default = TRAIN_DEFAULTS.option(name)
     if isinstance(default, bool):
         flags = [flag or f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
     else:
         flags = [flag or f"--{name.replace('_', '-')}"]
-    return typer.Option(*flags, help=text, show_default=str(default))
+    return typer.Option(*flags, help=text, show_default=shown or str(default))
 
 
 @command
@@ -44,7 +45,7 @@ def train(
     ] = None,
     k2: Annotated[
         Optional[int],
-        _train_option("k2", "TBPTT: frames gradients flow back through (>= k1; 0 = k1)."),
+        _train_option("k2", "TBPTT: frames gradients flow back through (>= k1).", shown="k1"),
     ] = None,
     delay: Annotated[
         Optional[int], _train_option("delay", "Target delay: output at t+d labels frame t.")
@@ -66,8 +67,8 @@ def train(
         Optional[int],
         _train_option(
             "batch_streams",
-            "Utterance streams run side by side, over all processes (0 = 32 on the CPU, "
-            "256 per process on CUDA).",
+            "Utterance streams run side by side, over all processes.",
+            shown="32 on the CPU, 256 per process on CUDA",
         ),
     ] = None,
     optimizer: Annotated[
@@ -76,7 +77,9 @@ def train(
     lr: Annotated[
         Optional[float],
         _train_option(
-            "lr", "Learning rate (0 = adam 1e-3, sgd 0.05, x sqrt(streams/32) above 32 streams)."
+            "lr",
+            "Learning rate.",
+            shown="adam 1e-3, sgd 0.05, x sqrt(streams/32) above 32 streams",
         ),
     ] = None,
     input_noise: Annotated[
@@ -136,6 +139,7 @@ def train(
             "init",
             "Start from this trained model's weights ('default': the shipped model); its "
             "features and size must match the run's.",
+            shown="none",
         ),
     ] = None,
 ) -> None:
