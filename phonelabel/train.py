@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from phonelabel.batches import HostSplit, SplitTensors, Window, device_bytes, placement
 from phonelabel.config import TrainConfig
+from phonelabel.decode import DecoderParams
 from phonelabel.distributed import (
     SINGLE,
     Ranks,
@@ -93,8 +94,11 @@ class TrainResult:
     """What ``train`` returns: the best model as written, and how the run went."""
 
     model: TrainedModel  # the best epoch's weights (rank 0: as model.pt holds them)
+    config: TrainConfig  # as the run resolved it (config.json's "training")
+    device: str  # where it ran ("cpu", "cuda:0")
     history: list[EpochRecord]  # every epoch of the run, resumed ones included
-    decoder_tuning: DecoderTuning | None = None  # None: not tuned (no dev, or switched off)
+    decoder: DecoderParams | None = None  # the tuned Viterbi smoothing; None: not tuned
+    decoder_tuning: DecoderTuning | None = None  # how (no dev split, or switched off: None)
 
     @property
     def best(self) -> EpochRecord | None:
@@ -116,6 +120,12 @@ class TrainingProgress:
     clip_fraction: float
     lr: float
     epoch_done: EpochRecord | None = None  # the metrics.jsonl record at an epoch's end
+
+    @classmethod
+    def at_end(cls, record: EpochRecord, epochs: int, steps: int) -> TrainingProgress:
+        """An epoch's end: every step done, its averages from ``record``."""
+        return cls(record.epoch, epochs, steps, steps, record.train_loss,
+                   record.train_frames_per_second, record.clip_fraction, record.lr, record)  # fmt: skip
 
 
 @dataclass
@@ -154,17 +164,14 @@ def train(
     changes: dict[str, Any] | None = None,
     ranks: Ranks | None = None,
 ) -> TrainResult:
-    """Train on a feature store's train split, select on dev; returns the best model and
-    the run's history.
+    """Train on a feature store's train split, select on dev: the best model and the history.
 
-    ``resume``: continue the run in ``out`` with its own options; ``changes`` may alter the
-    ones ``config.RESUME_SAFE`` lists (``config`` is not used). Without ``resume``,
-    ``changes`` are applied to ``config``. ``config.init``: a model dir whose weights start
-    the run. A second run writing the same ``out`` is refused. ``ranks``: this process's
-    place among torchrun's (default: from the environment); rank 0 alone writes ``out`` and
-    reports progress. Interrupted (Ctrl-C), the KeyboardInterrupt carries ``kept``: what
-    ``out`` holds and how to go on.
-    """
+    ``resume``: continue the run in ``out`` with its own options; ``changes`` (flat option
+    names) may alter those ``config.RESUME_SAFE`` lists. Without ``resume``, ``changes``
+    apply to ``config``; ``config.init`` names a model dir whose weights start the run. A
+    second run writing the same ``out`` is refused. ``ranks``: this process's place among
+    torchrun's (default: from the environment); rank 0 alone writes and reports. A
+    KeyboardInterrupt leaves carrying ``kept``: what ``out`` holds and how to go on."""
     ranks = ranks_from_env() if ranks is None else ranks
     out = Path(out)
     try:
@@ -212,7 +219,7 @@ def _run(
     dev_split = store.split("dev") if "dev" in store.split_names else None
     if dev_split is not None and not dev_split.utterances:
         dev_split = None
-    model_config = _model_config(config, store.config.dim)
+    model_config = replace(config.model, input_dim=store.config.dim)  # the store's inputs
 
     torch.manual_seed(config.seed)
     model = PhoneLSTM(model_config).to(device)
@@ -278,19 +285,8 @@ def _run(
             run.totals = dict(loss=0.0, frames=0, correct=0, clipped=0, steps=0, seconds=0.0)
         for group in optimizer.param_groups:
             group["lr"] = run.lr
-        run_epoch(
-            model,
-            optimizer,
-            data,
-            schedule,
-            config,
-            run,
-            stream_state,
-            on_progress,
-            save_checkpoint,
-            ranks,
-            groups=1 + store.config.delta_order,
-        )
+        run_epoch(model, optimizer, data, schedule, config, run, stream_state, on_progress,
+                  save_checkpoint, ranks, groups=1 + store.config.delta_order)  # fmt: skip
         stream_state = None
         record = _end_epoch(run, model, dev_split, device, ranks)
         if ranks.main:
@@ -302,30 +298,18 @@ def _run(
         run.step = 0
         save_checkpoint(None)
         if on_progress is not None:
-            on_progress(
-                TrainingProgress(
-                    run.epoch,
-                    config.epochs,
-                    len(schedule),
-                    len(schedule),
-                    record.train_loss,
-                    record.train_frames_per_second,
-                    record.clip_fraction,
-                    record.lr,
-                    record,
-                )
-            )
-    history = [EpochRecord(**r) for r in run.history]
+            on_progress(TrainingProgress.at_end(record, config.epochs, len(schedule)))
+    result = TrainResult(trained, config, str(device), [EpochRecord(**r) for r in run.history])
     if not ranks.main:  # rank 0 alone tunes the decoder and writes the final model
-        return TrainResult(trained, history)
+        return result
     model.load_state_dict(load_state_dict(out / "model.pt", device))
     model.eval()
-    tuning = None
     if dev_split is not None and config.tune_decoder:
-        params, tuning = tune_decoder_on(model, dev_split, device)
-        trained.decoder, trained.decoder_tuning = params.to_dict(), tuning.to_dict()
+        result.decoder, result.decoder_tuning = tune_decoder_on(model, dev_split, device)
+        trained.decoder = result.decoder.to_dict()
+        trained.decoder_tuning = result.decoder_tuning.to_dict()
         save_model(out, trained)
-    return TrainResult(trained, history, tuning)
+    return result
 
 
 @contextmanager
@@ -376,7 +360,7 @@ def _setup(
             f"{features}: not the feature store this run started on; resume it with that one"
         )
     _check_labels(np.asarray(store.split("train").labels), f"{features}/train/labels.npy")
-    model_config = _model_config(config, store.config.dim)
+    model_config = replace(config.model, input_dim=store.config.dim)
     # a resumed run's weights come from its checkpoint; the --init model was its start only
     starting = config.init and checkpoint is None
     start = _initial_model(config.init, model_config, store.config) if starting else None
@@ -386,14 +370,9 @@ def _setup(
 
 
 def _read_checkpoint(out: Path) -> dict[str, Any]:
-    if not (out / CHECKPOINT).is_file():
-        raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
-    return load_state_dict(out / CHECKPOINT)
-
-
-def _model_config(config: TrainConfig, input_dim: int) -> ModelConfig:
-    """The network a run trains: ``config.model`` taking the store's inputs."""
-    return replace(config.model, input_dim=input_dim)
+    if (out / CHECKPOINT).is_file():
+        return load_state_dict(out / CHECKPOINT)
+    raise PhonelabelError(f"{out}: nothing to resume (no {CHECKPOINT})")
 
 
 def _initial_model(init: str, model_config: ModelConfig, feature: FeatureConfig) -> TrainedModel:
@@ -418,12 +397,10 @@ def _initial_model(init: str, model_config: ModelConfig, feature: FeatureConfig)
 
 
 def _check_labels(labels: np.ndarray, where: str) -> None:
-    bad = (labels >= NUM_PHONES) & (labels != NO_LABEL)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise PhonelabelError(
-            f"{where}: label {int(labels[first])} at frame {first} is out of range (0..60)"
-        )
+    bad = np.flatnonzero((labels >= NUM_PHONES) & (labels != NO_LABEL))
+    if len(bad):
+        label = f"label {int(labels[bad[0]])} at frame {bad[0]}"
+        raise PhonelabelError(f"{where}: {label} is out of range (0..60)")
 
 
 def _prepare_out(out: Path, resume: bool) -> None:

@@ -222,19 +222,17 @@ def _progress_bar() -> tuple[Any, Any]:
 
 def _print_result(out: Path, result: Any) -> None:
     """Where the model went, its best epoch and its tuned decoder (a train.TrainResult)."""
-    console.print(
-        f"[bold]model written to[/bold] {out}  (device {result.model.run['device_used']})"
-    )
+    console.print(f"[bold]model written to[/bold] {out}  (device {result.device})")
     best = result.best
     if best is not None and best.dev_frame_accuracy_61 is not None:
         console.print(
             f"best dev frame accuracy: {100 * best.dev_frame_accuracy_61:.2f}% (61 phones), "
             f"{100 * best.dev_frame_accuracy_39:.2f}% (39 classes) at epoch {best.epoch}"
         )
-    decoder, tuning = result.model.decoder, result.decoder_tuning
+    decoder, tuning = result.decoder, result.decoder_tuning
     if tuning is not None:
         console.print(
-            f"decoder tuned on dev: penalty {decoder['transition_penalty']}, minimum duration "
-            f"{decoder['min_duration']} frames; dev PER {100 * tuning.dev_phone_error_rate_39:.1f}% "
+            f"decoder tuned on dev: penalty {decoder.transition_penalty}, minimum duration "
+            f"{decoder.min_duration} frames; dev PER {100 * tuning.dev_phone_error_rate_39:.1f}% "
             f"(argmax {100 * tuning.dev_phone_error_rate_39_argmax:.1f}%)"
         )
