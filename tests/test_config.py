@@ -52,7 +52,11 @@ def test_streams_default_to_32_on_the_cpu_and_256_per_gpu_with_the_lr_scaled():
 
 
 def test_zero_no_longer_means_the_default():
-    for options, message in (({"k2": 0}, "k2"), ({"lr": 0.0}, "lr"), ({"batch_streams": 0}, "batch_streams")):
+    for options, message in (
+        ({"k2": 0}, "k2"),
+        ({"lr": 0.0}, "lr"),
+        ({"batch_streams": 0}, "batch_streams"),
+    ):
         with pytest.raises(PhonelabelError, match=message):
             TrainConfig(**options).check()
 
