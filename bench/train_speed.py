@@ -69,7 +69,7 @@ def host_split(features: np.ndarray, labels: np.ndarray, offsets, device, folder
 
 
 def bench_phonelabel(args, device, data, offsets, lengths, ranks: Ranks = SINGLE) -> float:
-    config = TrainConfig(
+    config = TrainConfig.of(
         hidden=args.hidden,
         layers=args.layers,
         k1=args.k1,

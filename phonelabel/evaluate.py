@@ -14,12 +14,13 @@ owner can score the core test without a featurize step.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from phonelabel import __version__
 from phonelabel.align import align_file, load_aligner
@@ -28,9 +29,10 @@ from phonelabel.core import Reference, Utterance
 from phonelabel.corpus.source import CorpusOptions, open_corpus
 from phonelabel.corpus.textgrid import TextGridUtterance
 from phonelabel.corpus.timit import read_transcript
-from phonelabel.decode import decode_frames
+from phonelabel.decode import DecoderParams, decode_frames, phone_error_rate, tune_decoder
+from phonelabel.distributed import SINGLE, Ranks, sum_array
 from phonelabel.errors import PhonelabelError
-from phonelabel.features import FeatureConfig, config_differences, normalize_speaker
+from phonelabel.features import NO_LABEL, FeatureConfig, config_differences, normalize_speaker
 from phonelabel.metrics import (
     ALIGNMENT_SCORING,
     CLOSURES_MERGED,
@@ -41,13 +43,14 @@ from phonelabel.metrics import (
     boundary_counts,
     boundary_pairs,
     confusion_61,
+    confusion_accuracy,
     fold_confusion,
     merge_closures,
     most_confused,
     per_phone_accuracy,
     phone_errors,
 )
-from phonelabel.model import batched_log_posteriors, resolve_device
+from phonelabel.model import PhoneLSTM, batched_log_posteriors, resolve_device
 from phonelabel.modeldir import load_model
 from phonelabel.phones import FOLD_INDEX, NUM_PHONES, PHONES_39, PHONES_61
 from phonelabel.store import featurize_utterance, open_store
@@ -98,7 +101,7 @@ class EvaluationResult:
 
     @property
     def frame_accuracy_61(self) -> float | None:
-        return int(np.trace(self.confusion)) / self.frames if self.frames else None
+        return confusion_accuracy(self.confusion)
 
     @property
     def frame_accuracy_39(self) -> float | None:
@@ -163,7 +166,7 @@ def evaluate(
     model_dir: str | Path,
     source: str | Path,
     split: str = "test",
-    device: str = "cpu",
+    device: str = "auto",
     batch_utterances: int = 64,
     smooth: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
@@ -338,6 +341,81 @@ def _corpus_input(
     )
 
 
+# --- dev scoring during training, and the decoder tuned after it ---------------------------
+
+
+@dataclass(frozen=True)
+class DevScore:
+    """Frame accuracy of a model on a split, scored exactly as ``evaluate`` scores it."""
+
+    frame_accuracy_61: float
+    frame_accuracy_39: float
+    frames: int
+
+
+@dataclass(frozen=True)
+class DecoderTuning:
+    """How the decoder's Viterbi smoothing was tuned (config.json's "decoder_tuning")."""
+
+    tuned_on: str
+    dev_phone_error_rate_39: float | None
+    dev_phone_error_rate_39_argmax: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_posteriors(
+    model: PhoneLSTM, split: Any, device: torch.device, batch: int = 64, ranks: Ranks = SINGLE
+) -> Iterator[tuple[np.ndarray, Reference]]:
+    """(log-posteriors (T, 61) numpy, its Reference) of every utterance of a split (with
+    several ranks: of this rank's share), each from a zero state, target delay honoured
+    (batched by similar length)."""
+    chosen = ranks.items(len(split.utterances))
+    lengths = [split.utterances[i].frames for i in chosen]
+    for j, log_posteriors in batched_log_posteriors(
+        model, lambda j: split.utterance_features(chosen[j]), lengths, device, batch
+    ):
+        yield log_posteriors, split.reference(chosen[j])
+
+
+def dev_score(
+    model: PhoneLSTM, split: Any, device: torch.device, ranks: Ranks = SINGLE
+) -> DevScore:
+    """Frame accuracy (61 and folded 39 classes) of ``split``; with several ranks each
+    scores its share and the confusions are summed."""
+    confusion = np.zeros((NUM_PHONES, NUM_PHONES), dtype=np.int64)
+    for log_posteriors, reference in split_posteriors(model, split, device, ranks=ranks):
+        confusion += confusion_61(reference.frames, log_posteriors.argmax(-1))
+    confusion = sum_array(ranks, confusion)
+    return DevScore(
+        confusion_accuracy(confusion) or 0.0,
+        fold_confusion(confusion).accuracy or 0.0,
+        int(confusion.sum()),
+    )
+
+
+def tune_decoder_on(
+    model: PhoneLSTM, split: Any, device: torch.device
+) -> tuple[DecoderParams, DecoderTuning]:
+    """Viterbi smoothing parameters with the lowest 39-class PER on ``split`` (dev), and how
+    they were found."""
+    posteriors, references = zip(*split_posteriors(model, split, device), strict=True)
+    params = tune_decoder(posteriors, references)
+    return params, DecoderTuning(
+        tuned_on="dev",
+        dev_phone_error_rate_39=phone_error_rate(posteriors, references, params),
+        dev_phone_error_rate_39_argmax=phone_error_rate(posteriors, references, smooth=False),
+    )
+
+
+def phone_frequencies(labels: np.ndarray) -> list[float]:
+    """(61,) share of the labelled frames held by each phone (the aligner's priors)."""
+    labels = labels[labels != NO_LABEL].astype(np.int64)
+    counts = np.bincount(labels, minlength=NUM_PHONES)[:NUM_PHONES]
+    return [float(c) / max(1, len(labels)) for c in counts]
+
+
 # --- forced alignment ----------------------------------------------------------------------
 
 
@@ -353,16 +431,55 @@ def _transcript(utterance: Utterance) -> str:
     return read_transcript(utterance.transcript)
 
 
+@dataclass
+class AlignmentEvaluation:
+    """Forced alignment of a corpus split scored against its reference alignment."""
+
+    split: str
+    utterances: int  # aligned and scored (skipped ones not counted)
+    speakers: int
+    model: str
+    source: str
+    errors: AlignmentErrors
+    closures_merged: bool
+    aligner: dict[str, Any]
+    audio_seconds: float
+    seconds: float
+    skipped: list[list[str]]  # [utt_id, reason]
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / max(self.audio_seconds, 1e-9)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "utterances": self.utterances,
+            "speakers": self.speakers,
+            "model": self.model,
+            "source": self.source,
+            "task": "forced alignment",
+            **self.errors.to_json(),
+            "closures_merged": self.closures_merged,
+            "scoring": ALIGNMENT_SCORING + (CLOSURES_MERGED if self.closures_merged else ""),
+            "aligner": self.aligner,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "skipped": self.skipped,
+            "version": __version__,
+        }
+
+
 def evaluate_alignment(
     model_dir: str | Path,
     source: str | Path,
     split: str = "test",
-    device: str = "cpu",
+    device: str = "auto",
     closures_merged: bool = False,
     params: Any = None,
     on_progress: Callable[[int, int], None] | None = None,
     options: CorpusOptions | None = None,
-) -> dict[str, Any]:
+) -> AlignmentEvaluation:
     """Align every utterance of ``split`` of a corpus with its transcript (TIMIT's .TXT, or
     a TextGrid's words tier) and score the aligned phone boundaries against its alignment
     (.PHN, or the TextGrid's phone tier) (``metrics.ALIGNMENT_SCORING``).
@@ -393,21 +510,16 @@ def evaluate_alignment(
         audio_seconds += alignment.duration
         if on_progress is not None:
             on_progress(done, len(utterances))
-    seconds = time.perf_counter() - started
-    scoring = ALIGNMENT_SCORING + (CLOSURES_MERGED if closures_merged else "")
-    return {
-        "split": split,
-        "utterances": len(utterances) - len(skipped),
-        "speakers": len({u.speaker for u in utterances}),
-        "model": str(Path(model_dir)),
-        "source": str(source),
-        "task": "forced alignment",
-        **errors.to_json(),
-        "closures_merged": closures_merged,
-        "scoring": scoring,
-        "aligner": aligner.description(),
-        "audio_seconds": round(audio_seconds, 3),
-        "seconds": round(seconds, 3),
-        "skipped": skipped,
-        "version": __version__,
-    }
+    return AlignmentEvaluation(
+        split=split,
+        utterances=len(utterances) - len(skipped),
+        speakers=len({u.speaker for u in utterances}),
+        model=str(Path(model_dir)),
+        source=str(source),
+        errors=errors,
+        closures_merged=closures_merged,
+        aligner=aligner.description(),
+        audio_seconds=audio_seconds,
+        seconds=time.perf_counter() - started,
+        skipped=skipped,
+    )

@@ -103,10 +103,15 @@ def fold_confusion(confusion: np.ndarray) -> FoldedConfusion:
     return FoldedConfusion(matrix, q_predicted)
 
 
+def confusion_accuracy(confusion: np.ndarray) -> float | None:
+    """Frame accuracy from a square confusion: its diagonal's share of the frames (the one
+    frame-accuracy rule: ``frame_accuracy``, ``evaluate`` and dev scoring use it)."""
+    return _fraction(int(np.trace(confusion)), int(confusion.sum()))
+
+
 def frame_accuracy(reference: np.ndarray, predicted: np.ndarray) -> float | None:
     """Fraction of labelled frames whose predicted 61-class phone is the reference's."""
-    confusion = confusion_61(reference, predicted)
-    return _fraction(int(np.trace(confusion)), int(confusion.sum()))
+    return confusion_accuracy(confusion_61(reference, predicted))
 
 
 def folded_frame_accuracy(reference: np.ndarray, predicted: np.ndarray) -> float | None:

@@ -10,34 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from phonelabel.config import ModelConfig
 from phonelabel.errors import PhonelabelError
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, hidden)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    input_dim: int = 39
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.2  # between LSTM layers and before the output layer
-    num_classes: int = 61
-    delay: int = 0  # target delay d: the output at frame t + d labels frame t
-
-    def __post_init__(self) -> None:
-        for name in ("input_dim", "hidden", "layers", "num_classes"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise PhonelabelError(f"model {name} {getattr(self, name)!r}: must be >= 1")
-        if not (isinstance(self.delay, int) and self.delay >= 0):
-            raise PhonelabelError(f"model delay {self.delay!r}: must be >= 0")
-        if not 0 <= self.dropout < 1:
-            raise PhonelabelError(f"model dropout {self.dropout!r}: must be in [0, 1)")
 
 
 class PhoneLSTM(nn.Module):

@@ -127,7 +127,7 @@ def tone_model(tone_store, tmp_path_factory) -> Path:
     from phonelabel.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tone_model") / "model"
-    config = TrainConfig(  # bare mechanics: no target delay or SpecAugment (6 epochs)
+    config = TrainConfig.of(  # bare mechanics: no target delay or SpecAugment (6 epochs)
         hidden=48,
         layers=1,
         k1=10,

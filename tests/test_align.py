@@ -380,7 +380,7 @@ def test_shipped_model_places_most_synthetic_boundaries_within_20_ms(synth_corpu
     from phonelabel.evaluate import evaluate_alignment
     from phonelabel.label import default_model_dir
 
-    report = evaluate_alignment(default_model_dir(), synth_corpus, split="full_test")
+    report = evaluate_alignment(default_model_dir(), synth_corpus, split="full_test").to_json()
     assert report["utterances"] >= 10 and not report["skipped"]
     assert report["within_20ms"] > 0.7, report
     assert report["within_50ms"] > report["within_20ms"] > report["within_10ms"]

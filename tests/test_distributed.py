@@ -20,6 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 import phonelabel
+from phonelabel.batches import placement
 from phonelabel.cli import app
 from phonelabel.distributed import Ranks, process_group
 from phonelabel.errors import PhonelabelError
@@ -31,7 +32,6 @@ from phonelabel.train import (
     SplitTensors,
     TrainConfig,
     build_schedule,
-    data_path,
     run_epoch,
     train,
 )
@@ -143,7 +143,7 @@ def test_host_windows_hold_the_on_device_numbers(tone_store):
     split = open_store(tone_store).split("train")
     device = SplitTensors.from_arrays(split.normalized_features(), split.labels, "cpu")
     host = HostSplit.from_split(split, torch.device("cpu"))
-    config = TrainConfig(k1=7, k2=12, batch_streams=3, delay=2)
+    config = TrainConfig.of(k1=7, k2=12, batch_streams=3, delay=2)
     offsets = np.array([u.offset for u in split.utterances])
     lengths = np.array([u.frames for u in split.utterances])
     schedule = build_schedule(offsets, lengths, np.arange(len(lengths))[::-1], config)
@@ -158,14 +158,14 @@ def test_host_windows_hold_the_on_device_numbers(tone_store):
 
 def test_data_on_auto_streams_from_the_host_when_the_split_does_not_fit():
     cpu = torch.device("cpu")
-    assert data_path("auto", cpu, 1 << 20) == "device"
-    assert data_path("auto", cpu, 1 << 62) == "host"  # more than any machine's free memory
-    assert data_path("device", cpu, 1 << 62) == "device"  # asked for: as asked
-    assert data_path("host", cpu, 1) == "host"
+    assert placement("auto", cpu, 1 << 20) == "device"
+    assert placement("auto", cpu, 1 << 62) == "host"  # more than any machine's free memory
+    assert placement("device", cpu, 1 << 62) == "device"  # asked for: as asked
+    assert placement("host", cpu, 1) == "host"
 
 
 def test_training_from_host_memory_gives_the_on_device_weights(tone_store, tmp_path, one_thread):
-    config = TrainConfig(hidden=16, layers=1, k1=10, batch_streams=4, epochs=1, lr=0.01,
+    config = TrainConfig.of(hidden=16, layers=1, k1=10, batch_streams=4, epochs=1, lr=0.01,
                          device="cpu", tune_decoder=False)  # fmt: skip
     for where in ("device", "host"):
         train(tone_store, tmp_path / where, replace(config, data_on=where))

@@ -9,7 +9,6 @@ answer at once instead of after importing torch (seconds on a cold disk).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import re
@@ -24,7 +23,7 @@ import typer
 from rich.console import Console
 
 from phonelabel import __version__
-from phonelabel.config import TrainConfig
+from phonelabel.config import OPTION_NAMES, TrainConfig
 from phonelabel.errors import PhonelabelError
 
 app = typer.Typer(
@@ -35,7 +34,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 TRAIN_DEFAULTS = TrainConfig()
-TRAIN_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+TRAIN_OPTION_NAMES = OPTION_NAMES  # flat: --hidden is TrainConfig.model.hidden
 out = Console()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path  # noqa: F401  (used by the commands below)
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,7 +27,6 @@ def demo(
 ) -> None:
     """The whole mission end to end: synth, featurize, train, evaluate on unseen voices, label."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from phonelabel.demo import demo as run_demo
 
@@ -51,6 +50,14 @@ def demo(
         report = run_demo(directory, speakers, utterances_per_speaker, epochs, seed, device, stage)
         for task in bar.tasks:
             bar.update(task.id, completed=task.total)
+    _print_report(report)
+
+
+def _print_report(report: Any) -> None:
+    """The unseen voices' scores, where each artefact went, and the time each stage took
+    (a demo.DemoReport)."""
+    from rich.table import Table
+
     r = report.evaluation
     table = Table(
         title=f"test split: {r['utterances']} utterances of {r['speakers']} unseen voices"

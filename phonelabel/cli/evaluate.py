@@ -75,7 +75,6 @@ def evaluate(
     """Score a model on a split: frame accuracy (61 and 39 classes), PER, confusions
     (or, with --align, forced-alignment boundary accuracy)."""
     from rich.progress import Progress
-    from rich.table import Table
 
     from phonelabel import evaluate as evaluation
     from phonelabel.fileio import write_json
@@ -85,26 +84,42 @@ def evaluate(
     if plots is not None:
         output_directory(plots, create=False)
     options = _corpus_options(alignments, tier, labels, phone_map, manifest)
-    if align:
-        _evaluate_alignment(model, source, split, device, merge_closures, json_file, options)
-        return
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"scoring {split}", total=None)
-        result = evaluation.evaluate(
-            model,
-            source,
-            split=split,
-            device=device,
-            batch_utterances=batch_utterances,
-            smooth=smooth,
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-            options=options,
-        )
+        task = bar.add_task(f"{'aligning' if align else 'scoring'} {split}", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if align:
+            result = evaluation.evaluate_alignment(
+                model, source, split, device, merge_closures, on_progress=on_progress,
+                options=options,
+            )  # fmt: skip
+        else:
+            result = evaluation.evaluate(
+                model, source, split, device, batch_utterances, smooth, on_progress, options
+            )
     report = result.to_json()
+    (_print_alignment if align else _print_scores)(report)
+    if json_file is not None:
+        write_json(json_file, report)
+        console.print(f"report written to {json_file}")
+    if plots is not None and not align:
+        from phonelabel.plots import write_plots
 
-    def percent(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f} %"
+        written = write_plots(report, plots)
+        console.print(f"plots written: {', '.join(str(p) for p in written)}")
 
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def _print_scores(report: dict[str, Any]) -> None:
+    """Frame accuracies, PER and boundaries; the most confused classes; notes and skips."""
+    from rich.table import Table
+
+    percent = _percent
     table = _metric_table(report)
     table.add_row("frames scored (61 / 39)", f"{report['frames']:,} / {report['frames_39']:,}")
     table.add_row("frame accuracy, 61 phones", percent(report["frame_accuracy_61"]))
@@ -142,14 +157,6 @@ def evaluate(
             console.print(f"  {utt_id}: {reason}", highlight=False, soft_wrap=True)
         if len(report["skipped"]) > 5:
             console.print("  ... (all of them in the --json report)", highlight=False)
-    if json_file is not None:
-        write_json(json_file, report)
-        console.print(f"report written to {json_file}")
-    if plots is not None:
-        from phonelabel.plots import write_plots
-
-        written = write_plots(report, plots)
-        console.print(f"plots written: {', '.join(str(p) for p in written)}")
 
 
 def _metric_table(report: dict[str, Any], task: str = "") -> Any:
@@ -166,31 +173,8 @@ def _metric_table(report: dict[str, Any], task: str = "") -> Any:
     return table
 
 
-def _evaluate_alignment(
-    model: Path,
-    source: Path,
-    split: str,
-    device: str,
-    merge: bool,
-    json_file: Path | None,
-    options: Any,
-) -> None:
-    from rich.progress import Progress
-
-    from phonelabel import evaluate as evaluation
-    from phonelabel.fileio import write_json
-
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"aligning {split}", total=None)
-        report = evaluation.evaluate_alignment(
-            model,
-            source,
-            split,
-            device,
-            closures_merged=merge,
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-            options=options,
-        )
+def _print_alignment(report: dict[str, Any]) -> None:
+    """Boundary errors of a forced alignment, and its speed."""
     table = _metric_table(report, "forced alignment, ")
     table.add_row("reference boundaries", f"{report['boundaries']:,}")
     table.add_row("  unmatched (phone deleted)", f"{report['unmatched_boundaries']:,}")
@@ -206,6 +190,3 @@ def _evaluate_alignment(
     out.print(f"scoring: {report['scoring']}", highlight=False)
     for utt_id, reason in report["skipped"][:5]:
         console.print(f"[yellow]skipped[/yellow] {utt_id}: {reason}", highlight=False)
-    if json_file is not None:
-        write_json(json_file, report)
-        console.print(f"report written to {json_file}")

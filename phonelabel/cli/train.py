@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path  # noqa: F401  (used by the commands below)
 from typing import Annotated, Any, Optional
 
@@ -12,7 +11,6 @@ from phonelabel.cli.app import (
     TRAIN_DEFAULTS,
     TRAIN_OPTION_NAMES,
     _as_flags,
-    _on_interrupt,
     command,
     console,
 )
@@ -20,14 +18,15 @@ from phonelabel.config import RESUME_SAFE
 from phonelabel.errors import PhonelabelError
 
 
-def _train_option(name: str, text: str, flag: str | None = None) -> Any:
-    """A train option whose default is TrainConfig's (shown in --help); None = not given."""
-    default = getattr(TRAIN_DEFAULTS, name)
+def _train_option(name: str, text: str, flag: str | None = None, shown: str = "") -> Any:
+    """A train option whose default is TrainConfig's (shown in --help, or ``shown`` where
+    None leaves it to the run); None = not given."""
+    default = TRAIN_DEFAULTS.option(name)
     if isinstance(default, bool):
         flags = [flag or f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
     else:
         flags = [flag or f"--{name.replace('_', '-')}"]
-    return typer.Option(*flags, help=text, show_default=str(default))
+    return typer.Option(*flags, help=text, show_default=shown or str(default))
 
 
 @command
@@ -46,7 +45,7 @@ def train(
     ] = None,
     k2: Annotated[
         Optional[int],
-        _train_option("k2", "TBPTT: frames gradients flow back through (>= k1; 0 = k1)."),
+        _train_option("k2", "TBPTT: frames gradients flow back through (>= k1).", shown="k1"),
     ] = None,
     delay: Annotated[
         Optional[int], _train_option("delay", "Target delay: output at t+d labels frame t.")
@@ -68,8 +67,8 @@ def train(
         Optional[int],
         _train_option(
             "batch_streams",
-            "Utterance streams run side by side, over all processes (0 = 32 on the CPU, "
-            "256 per process on CUDA).",
+            "Utterance streams run side by side, over all processes.",
+            shown="32 on the CPU, 256 per process on CUDA",
         ),
     ] = None,
     optimizer: Annotated[
@@ -78,7 +77,9 @@ def train(
     lr: Annotated[
         Optional[float],
         _train_option(
-            "lr", "Learning rate (0 = adam 1e-3, sgd 0.05, x sqrt(streams/32) above 32 streams)."
+            "lr",
+            "Learning rate.",
+            shown="adam 1e-3, sgd 0.05, x sqrt(streams/32) above 32 streams",
         ),
     ] = None,
     input_noise: Annotated[
@@ -138,23 +139,54 @@ def train(
             "init",
             "Start from this trained model's weights ('default': the shipped model); its "
             "features and size must match the run's.",
+            shown="none",
         ),
     ] = None,
 ) -> None:
     """Train the unidirectional LSTM with truncated BPTT(k1, k2) and gradient clipping."""
     from contextlib import nullcontext
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from phonelabel import train as training
     from phonelabel.distributed import ReportedByRankZero, ranks_from_env
 
     ranks = ranks_from_env()  # under torchrun, rank 0 alone prints progress and results
-    given = {
-        name: value
-        for name, value in locals().items()
-        if name in TRAIN_OPTION_NAMES and value is not None
-    }
+    changes = _given(
+        hidden=hidden, layers=layers, dropout=dropout, k1=k1, k2=k2, delay=delay, clip=clip,
+        clip_output=clip_output, clip_value=clip_value, epochs=epochs,
+        batch_streams=batch_streams, optimizer=optimizer, lr=lr, input_noise=input_noise,
+        time_mask=time_mask, freq_mask=freq_mask, patience=patience, seed=seed, device=device,
+        data_on=data_on, precision=precision, checkpoint_seconds=checkpoint_seconds,
+        tune_decoder=tune_decoder, init=init,
+    )  # fmt: skip
+    bar, on_progress = _progress_bar()
+    with bar if ranks.main else nullcontext():
+        try:
+            result = training.train(
+                features, out, resume=resume, on_progress=on_progress, changes=changes, ranks=ranks
+            )
+        except ReportedByRankZero as error:
+            if not ranks.main:
+                raise typer.Exit(2) from None
+            raise PhonelabelError(_as_flags(str(error))) from None
+        except PhonelabelError as error:  # the library names options; the user typed flags
+            raise PhonelabelError(_as_flags(str(error))) from None
+    if ranks.main:
+        _print_result(out, result)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (None: not given, TrainConfig's default or the resumed
+    run's value stands)."""
+    unknown = set(options) - TRAIN_OPTION_NAMES
+    assert not unknown, unknown  # each name is a TrainConfig field
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _progress_bar() -> tuple[Any, Any]:
+    """A rich progress bar (one task per epoch) and the ``on_progress`` that drives it,
+    printing a line at each epoch's end."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     bar = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -166,7 +198,7 @@ def train(
     )
     tasks: dict[int, Any] = {}
 
-    def on_progress(p: training.Progress) -> None:
+    def on_progress(p: Any) -> None:  # a train.TrainingProgress
         if p.epoch not in tasks:
             tasks[p.epoch] = bar.add_task("", total=p.steps, epoch=f"{p.epoch}/{p.epochs}", info="")
         info = f"loss {p.loss:.3f}  {p.frames_per_second:,.0f} frames/s  clipped {100 * p.clip_fraction:.0f}%"
@@ -174,58 +206,33 @@ def train(
         if p.epoch_done is not None:
             r = p.epoch_done
             dev = (
-                f"dev acc {100 * r['dev_frame_accuracy_61']:.1f}% (39: {100 * r['dev_frame_accuracy_39']:.1f}%)"
-                if r["dev_frame_accuracy_61"] is not None
+                f"dev acc {100 * r.dev_frame_accuracy_61:.1f}% (39: {100 * r.dev_frame_accuracy_39:.1f}%)"
+                if r.dev_frame_accuracy_61 is not None
                 else "no dev split"
             )
-            mark = " [green]best[/green]" if r["best"] else ""
+            mark = " [green]best[/green]" if r.best else ""
             bar.console.print(
-                f"epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  {dev}  "
-                f"{r['train_frames_per_second']:,.0f} frames/s  clipped {100 * r['clip_fraction']:.0f}%  "
-                f"lr {r['lr']:.2g}{mark}"
+                f"epoch {r.epoch:>3}  loss {r.train_loss:.3f}  {dev}  "
+                f"{r.train_frames_per_second:,.0f} frames/s  clipped {100 * r.clip_fraction:.0f}%  "
+                f"lr {r.lr:.2g}{mark}"
             )
 
-    def kept() -> str:
-        if (out / training.CHECKPOINT).is_file():
-            return (
-                f"kept {out} as of its last checkpoint (each epoch's end, and every"
-                " --checkpoint-seconds); run the same command with --resume to continue"
-            )
-        return f"nothing kept in {out} (no checkpoint yet); run the same command again"
+    return bar, on_progress
 
-    with _on_interrupt(kept), bar if ranks.main else nullcontext():
-        try:
-            trained = training.train(
-                features, out, resume=resume, on_progress=on_progress, changes=given, ranks=ranks
-            )
-        except ReportedByRankZero as error:
-            if not ranks.main:
-                raise typer.Exit(2) from None
-            raise PhonelabelError(_as_flags(str(error))) from None
-        except PhonelabelError as error:  # the library names options; the user typed flags
-            raise PhonelabelError(_as_flags(str(error))) from None
-    if not ranks.main:
-        return
-    best = max(
-        (r for r in _read_history(out)),
-        key=lambda r: r["dev_frame_accuracy_61"] or -1,
-        default=None,
-    )
-    console.print(f"[bold]model written to[/bold] {out}  (device {trained.run['device_used']})")
-    if best and best["dev_frame_accuracy_61"] is not None:
+
+def _print_result(out: Path, result: Any) -> None:
+    """Where the model went, its best epoch and its tuned decoder (a train.TrainResult)."""
+    console.print(f"[bold]model written to[/bold] {out}  (device {result.device})")
+    best = result.best
+    if best is not None and best.dev_frame_accuracy_61 is not None:
         console.print(
-            f"best dev frame accuracy: {100 * best['dev_frame_accuracy_61']:.2f}% (61 phones), "
-            f"{100 * best['dev_frame_accuracy_39']:.2f}% (39 classes) at epoch {best['epoch']}"
+            f"best dev frame accuracy: {100 * best.dev_frame_accuracy_61:.2f}% (61 phones), "
+            f"{100 * best.dev_frame_accuracy_39:.2f}% (39 classes) at epoch {best.epoch}"
         )
-    decoder, tuning = trained.decoder, trained.decoder_tuning
-    if tuning.get("tuned_on"):
+    decoder, tuning = result.decoder, result.decoder_tuning
+    if tuning is not None:
         console.print(
-            f"decoder tuned on dev: penalty {decoder['transition_penalty']}, minimum duration "
-            f"{decoder['min_duration']} frames; dev PER {100 * tuning['dev_phone_error_rate_39']:.1f}% "
-            f"(argmax {100 * tuning['dev_phone_error_rate_39_argmax']:.1f}%)"
+            f"decoder tuned on dev: penalty {decoder.transition_penalty}, minimum duration "
+            f"{decoder.min_duration} frames; dev PER {100 * tuning.dev_phone_error_rate_39:.1f}% "
+            f"(argmax {100 * tuning.dev_phone_error_rate_39_argmax:.1f}%)"
         )
-
-
-def _read_history(model_dir: Path) -> list[dict]:
-    path = model_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
