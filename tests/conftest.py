@@ -18,12 +18,19 @@ TRAINING_FIXTURES = {"tone_model", "global_tone_model", "synth_corpus"}  # train
 TONE_PHONES = ("h#", "aa", "iy", "s", "sh", "m", "n", "pau", "tcl", "t", "q", "ow")
 
 
+SLOW_TIMEOUT = 600  # seconds for a slow test (pyproject's ``timeout`` for the rest)
+
+
 def pytest_collection_modifyitems(items) -> None:
     """A test that needs a trained model or a synthesised corpus is slow, whether or not it
-    says so: ``pytest -m "not slow"`` then neither trains nor synthesises."""
+    says so: ``pytest -m "not slow"`` then neither trains nor synthesises. A slow test may
+    take SLOW_TIMEOUT seconds (it may build a session fixture first) unless it sets its own
+    ``pytest.mark.timeout``."""
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
 
 
 def write_utterance(
