@@ -129,6 +129,17 @@ def tone_store(tone_corpus, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tone_global_store(tone_corpus, tmp_path_factory) -> Path:
+    """The tone corpus featurized with global normalisation (read it, do not write into it)."""
+    from phonelabel.features import FeatureConfig
+    from phonelabel.store import featurize
+
+    out = tmp_path_factory.mktemp("tone_global_store") / "features"
+    featurize(tone_corpus, out, FeatureConfig(normalization="global"), jobs=1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tone_model(tone_store, tmp_path_factory) -> Path:
     """A small model dir trained with phonelabel.train on the tone corpus (seconds, CPU)."""
     from phonelabel.train import TrainConfig, train

@@ -95,9 +95,9 @@ def test_store_round_trip(tone_corpus, tmp_path):
     )
 
 
-def test_global_normalisation_uses_train_statistics(tone_corpus, tmp_path):
-    featurize(tone_corpus, tmp_path / "feat", GLOBAL, jobs=1)
-    store = open_store(tmp_path / "feat")
+def test_global_normalisation_uses_train_statistics(tone_global_store):
+    store = open_store(tone_global_store)
+    assert store.config == GLOBAL
     train = store.split("train").normalized_features()
     np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-3)
     np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-3)
