@@ -22,8 +22,8 @@ SLOW_TIMEOUT = 600  # seconds for a slow test (pyproject's ``timeout`` for the r
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """A test that needs a trained model or a synthesised corpus is slow, whether or not it
-    says so: ``pytest -m "not slow"`` then neither trains nor synthesises. A slow test may
+    """A test that needs the trained tone model or a synthesised corpus is slow, whether or
+    not it says so: ``pytest -m "not slow"`` then never builds them. A slow test may
     take SLOW_TIMEOUT seconds (it may build a session fixture first) unless it sets its own
     ``pytest.mark.timeout``."""
     for item in items:
