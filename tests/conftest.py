@@ -18,12 +18,19 @@ TRAINING_FIXTURES = {"tone_model", "global_tone_model", "synth_corpus"}  # train
 TONE_PHONES = ("h#", "aa", "iy", "s", "sh", "m", "n", "pau", "tcl", "t", "q", "ow")
 
 
+SLOW_TIMEOUT = 600  # seconds for a slow test (pyproject's ``timeout`` for the rest)
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """A test that needs a trained model or a synthesised corpus is slow, whether or not it
-    says so: ``pytest -m "not slow"`` then neither trains nor synthesises."""
+    """A test that needs the trained tone model or a synthesised corpus is slow, whether or
+    not it says so: ``pytest -m "not slow"`` then never builds them. A slow test may
+    take SLOW_TIMEOUT seconds (it may build a session fixture first) unless it sets its own
+    ``pytest.mark.timeout``."""
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
 
 
 def write_utterance(
@@ -118,6 +125,17 @@ def tone_store(tone_corpus, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tone_store") / "features"
     featurize(tone_corpus, out, jobs=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tone_global_store(tone_corpus, tmp_path_factory) -> Path:
+    """The tone corpus featurized with global normalisation (read it, do not write into it)."""
+    from phonelabel.features import FeatureConfig
+    from phonelabel.store import featurize
+
+    out = tmp_path_factory.mktemp("tone_global_store") / "features"
+    featurize(tone_corpus, out, FeatureConfig(normalization="global"), jobs=1)
     return out
 
 

@@ -25,12 +25,17 @@ def test_demo_runs_every_stage_and_says_where_everything_went(tmp_path):
 
     report = json.loads((directory / "results.json").read_text())
     assert report["split"] == "test" and report["frames"] > 0
-    accuracy = report["frame_accuracy_61"]  # 4 epochs on 12 sentences: not much, but learned
+    # 4 epochs on 12 sentences: not much, but learned. Measured (0.3.0, 1 and 2 threads
+    # alike): 61-phone accuracy 0.216; the commonest phone 0.149; a per-frame predictor
+    # (logistic regression on each frame alone, fitted on train) 0.213; PER 0.769.
+    accuracy = report["frame_accuracy_61"]
     constant, per_frame = store_baselines(directory / "features", "test")
-    assert accuracy > constant + 0.05, (
-        f"{accuracy:.3f}: not 0.05 above the commonest phone ({constant:.3f}; a per-frame "
-        f"predictor: {per_frame:.3f})"
-    )
+    numbers = f"{accuracy:.3f}; the commonest phone {constant:.3f}, per-frame {per_frame:.3f}"
+    assert accuracy > constant + 0.05, numbers
+    # as good as the best memoryless predictor the test can fit (beating it by a margin
+    # takes more training than this test can afford)
+    assert accuracy > per_frame - 0.02, numbers
+    assert report["phone_error_rate_39"] < 0.9  # saying nothing scores 1.0
     assert len(report["confusion_39"]) == 39
     for png in (
         directory / "model" / "curves.png",

@@ -65,7 +65,8 @@ def test_store_round_trip(tone_corpus, tmp_path):
     assert isinstance(train.raw, np.memmap) and train.raw.dtype == np.float32
     assert train.labels.dtype == np.uint8 and train.raw.shape == (train.num_frames, 39)
     # the stats are the raw train features' global statistics
-    raw_train = np.concatenate([_raw(u.path) for u in train.utterances])
+    raws = [_raw(u.path) for u in train.utterances]  # each utterance's features, alone
+    raw_train = np.concatenate(raws)
     np.testing.assert_allclose(store.stats["mean"], global_stats(raw_train)["mean"], atol=1e-4)
     offset = 0
     for i, utt in enumerate(train.utterances):
@@ -78,13 +79,11 @@ def test_store_round_trip(tone_corpus, tmp_path):
             train.utterance_labels(i), frame_labels(segments, utt.frames, FeatureConfig())
         )
         assert utt.phones == tuple(s.phone for s in segments)  # PER's reference tokens
-        np.testing.assert_array_equal(
-            train.raw[utt.offset : utt.offset + utt.frames], _raw(utt.path)
-        )
+        np.testing.assert_array_equal(train.raw[utt.offset : utt.offset + utt.frames], raws[i])
     # speaker normalisation: each speaker's frames with that speaker's blended stats
     first = train.utterances[0].speaker
     rows = [i for i, u in enumerate(train.utterances) if u.speaker == first]
-    raw = [_raw(train.utterances[i].path) for i in rows]
+    raw = [raws[i] for i in rows]
     moments = Moments().add(np.concatenate(raw), FeatureConfig())
     mean, std = normalization_stats(FeatureConfig(), store.stats, moments)
     np.testing.assert_allclose(
@@ -96,9 +95,9 @@ def test_store_round_trip(tone_corpus, tmp_path):
     )
 
 
-def test_global_normalisation_uses_train_statistics(tone_corpus, tmp_path):
-    featurize(tone_corpus, tmp_path / "feat", GLOBAL, jobs=1)
-    store = open_store(tmp_path / "feat")
+def test_global_normalisation_uses_train_statistics(tone_global_store):
+    store = open_store(tone_global_store)
+    assert store.config == GLOBAL
     train = store.split("train").normalized_features()
     np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-3)
     np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-3)
@@ -111,12 +110,11 @@ def test_global_normalisation_uses_train_statistics(tone_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_workers_write_the_same_store(tone_corpus, tmp_path):
-    featurize(tone_corpus, tmp_path / "one", jobs=1)
-    featurize(tone_corpus, tmp_path / "two", jobs=2)
+def test_parallel_workers_write_the_same_store(tone_corpus, tone_store, tmp_path):
+    featurize(tone_corpus, tmp_path / "two", jobs=2)  # tone_store: the same, with jobs=1
     for split in ("train", "dev", "test"):
         for name in ("features.npy", "labels.npy"):
-            one = (tmp_path / "one" / split / name).read_bytes()
+            one = (tone_store / split / name).read_bytes()
             assert one == (tmp_path / "two" / split / name).read_bytes()
 
 
@@ -151,9 +149,9 @@ def test_out_that_is_not_a_store_is_refused_and_left_alone(tone_corpus, tmp_path
         open_store(out)
 
 
-def test_interrupted_featurize_keeps_the_previous_store(tone_corpus, tmp_path):
+def test_interrupted_featurize_keeps_the_previous_store(tone_corpus, tone_store, tmp_path):
     out = tmp_path / "feat"
-    featurize(tone_corpus, out, jobs=1)
+    shutil.copytree(tone_store, out)  # a finished store of the tone corpus
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     def interrupt(done: int, total: int) -> None:
