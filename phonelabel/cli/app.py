@@ -166,6 +166,15 @@ def _count_progress():
     )
 
 
+@contextmanager
+def counting(description: str, kept: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar for a library call's ``on_progress(done, total)``; an interrupt inside says
+    ``kept`` (what the call leaves and how to go on)."""
+    with _on_interrupt(lambda: kept), _count_progress() as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
 def _as_flags(message: str, options: frozenset[str] = TRAIN_OPTION_NAMES) -> str:
     """The library names options, the user typed flags: 'k2 (10) must be >= k1 (20)' ->
     '--k2 (10) must be >= --k1 (20)'."""
@@ -228,11 +237,12 @@ def _corpus_options(
     labels: str,
     phone_map: Path | None,
     manifest: Path | None,
-    include_sa: bool = False,
+    **more: Any,
 ):
+    """CorpusOptions from the shared corpus options (``more``: a command's own, by name)."""
     from phonelabel.corpus.source import CorpusOptions
 
-    return CorpusOptions(alignments, tier, labels, phone_map, manifest, include_sa)
+    return CorpusOptions(alignments, tier, labels, phone_map, manifest, **more)
 
 
 def main() -> None:

@@ -14,11 +14,10 @@ from phonelabel.cli.app import (
     PhoneMapOption,
     TierOption,
     _corpus_options,
-    _count_progress,
-    _on_interrupt,
     _pair,
     command,
     console,
+    counting,
     library_default,
     out,
 )
@@ -78,14 +77,11 @@ def synth(
     ] = _synth_default("conditions"),
 ) -> None:
     """Make a synthetic TIMIT-layout corpus (festival + flite) with exact phone alignments."""
-    kept = _on_interrupt(
-        lambda: (
-            f"kept every utterance finished in {out_dir} (each whole);"
-            " run the same command again to finish"
-        )
+    kept = (
+        f"kept every utterance finished in {out_dir} (each whole);"
+        " run the same command again to finish"
     )
-    with kept, _count_progress() as progress:
-        task = progress.add_task("synthesising", total=None)
+    with counting("synthesising", kept) as on_progress:
         report = synthesize(
             out_dir,
             speakers=speakers,
@@ -95,7 +91,7 @@ def synth(
             engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
             noise_snr=_pair(noise_snr, "--noise-snr"),
             speed_perturb=speed_perturb,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_progress=on_progress,
             conditions=conditions,
         )
     _print_synth(report)
@@ -168,14 +164,11 @@ def featurize(
 ) -> None:
     """Turn a corpus into 10 ms feature frames and frame labels (a memory-mapped store)."""
     config = FeatureConfig(kind=kind, normalization=normalization)
-    kept = _on_interrupt(
-        lambda: (
-            f"{out_dir} left as it was (a store is written whole or not at all);"
-            " run the same command again"
-        )
+    kept = (
+        f"{out_dir} left as it was (a store is written whole or not at all);"
+        " run the same command again"
     )
-    with kept, _count_progress() as progress:
-        task = progress.add_task("featurizing", total=None)
+    with counting("featurizing", kept) as on_progress:
         report = featurize_corpus(
             corpus,
             out_dir,
@@ -183,8 +176,10 @@ def featurize(
             jobs=jobs,
             force=force,
             strict=strict,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            options=_corpus_options(alignments, tier, labels, phone_map, manifest, include_sa),
+            on_progress=on_progress,
+            options=_corpus_options(
+                alignments, tier, labels, phone_map, manifest, include_sa=include_sa
+            ),
         )
     _print_featurize(report, config)
 
