@@ -35,8 +35,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",
-    help="Framewise TIMIT phone labelling with a unidirectional LSTM (truncated BPTT).",
-)
+)  # its help: _root's docstring
 console = Console(stderr=True)
 TRAIN_DEFAULTS = TrainConfig()
 TRAIN_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
