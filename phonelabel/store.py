@@ -22,7 +22,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -453,7 +453,6 @@ def featurize(
     jobs: int | None = None,
     force: bool = False,
     strict: bool = False,
-    include_sa: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     options: CorpusOptions | None = None,
 ) -> FeaturizeReport:
@@ -463,13 +462,12 @@ def featurize(
     A bad utterance (unreadable/short audio, missing or bad alignment, non-finite features)
     is skipped and reported with its reason; ``strict`` makes the first one fatal. A re-run
     on an unchanged corpus with the same config returns at once (``noop``) unless ``force``.
+    TIMIT's SA1/SA2 sentences are kept with ``options.include_sa``.
     """
     if jobs is not None and jobs < 1:
         raise PhonelabelError(f"jobs {jobs}: must be at least 1")
     with output_lock(out, "a feature store"):  # before _check_out tidies temp files
-        return _featurize(
-            corpus, out, config, jobs, force, strict, include_sa, on_progress, options
-        )
+        return _featurize(corpus, out, config, jobs, force, strict, on_progress, options)
 
 
 def _featurize(
@@ -479,15 +477,13 @@ def _featurize(
     jobs: int | None,
     force: bool,
     strict: bool,
-    include_sa: bool,
     on_progress: Callable[[int, int], None] | None,
     options: CorpusOptions | None,
 ) -> FeaturizeReport:
     corpus, out = Path(corpus).resolve(), Path(out)
     previous = _check_out(out)
     options = options or CorpusOptions()
-    include_sa = include_sa or options.include_sa
-    options = replace(options, include_sa=include_sa)
+    include_sa = options.include_sa  # TIMIT's SA1/SA2 sentences: one home, CorpusOptions
     found = open_corpus(corpus, options)
     if strict and found.problems:
         raise PhonelabelError(f"{found.problems[0][0]}: {found.problems[0][1]}")

@@ -1,15 +1,19 @@
 """The phonelabel command line: parses options, calls the library, prints with rich.
 
 Every command is a thin wrapper over a library function of the same name; a
-PhonelabelError becomes one red line and exit code 2, anything else exit code 1. Each
-command imports the library modules it needs when it runs (the only deferred imports in
-the package besides pyplot's and librosa's): `phonelabel --help` and a typo'd option
-answer at once instead of after importing torch (seconds on a cold disk).
+PhonelabelError becomes one red line and exit code 2, anything else exit code 1. An
+option's default is read from the library (``library_default``), never repeated here.
+Each command imports the torch-side library modules it needs when it runs (the only
+deferred imports in the package besides pyplot's and librosa's): `phonelabel --help` and
+a typo'd option answer at once instead of after importing torch (seconds on a cold disk).
+The torch-free modules whose defaults the options show (config, corpus.synth, store) are
+imported with the commands.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import re
 import signal
@@ -30,8 +34,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",
-    help="Framewise TIMIT phone labelling with a unidirectional LSTM (truncated BPTT).",
-)
+)  # its help: _root's docstring
 console = Console(stderr=True)
 TRAIN_DEFAULTS = TrainConfig()
 TRAIN_OPTION_NAMES = OPTION_NAMES  # flat: --hidden is TrainConfig.model.hidden
@@ -81,7 +84,10 @@ class Interrupted(KeyboardInterrupt):
         self.signum, self.kept = signum, kept
 
 
-_INTERRUPTED: list[bool] = []  # set when a command ends by an interrupt (see main)
+class Stopped(SystemExit):
+    """A command ended by an interrupt, its exit code 128 + the signal number: ``main``
+    ends the process at once on it. Click lets a SystemExit through untouched (a typer.Exit
+    it turns into a plain one), so main can tell this exit from every other."""
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -100,9 +106,19 @@ def _on_interrupt(kept: Callable[[], str]) -> Iterator[None]:
         raise Interrupted(getattr(stop, "signum", signal.SIGINT), kept()) from None
 
 
+def paragraphs(text: str | None) -> str | None:
+    """A docstring as --help shows it: each paragraph (blank-line separated) one line, so
+    the terminal wraps it; paragraphs starting with click's \\b marker stay as written."""
+    if text is None:
+        return None
+    blocks = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(b if b.startswith("\b") else " ".join(b.split("\n")) for b in blocks)
+
+
 def command(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Register a command; a PhonelabelError in it becomes one red line and exit code 2,
-    an interrupt one line saying what was kept and exit code 128 + the signal number."""
+    """Register a command, its docstring re-flowed into ``paragraphs`` for --help; a
+    PhonelabelError in it becomes one red line and exit code 2, an interrupt one line saying
+    what was kept and exit code 128 + the signal number (``Stopped``)."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -113,8 +129,7 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt as stop:  # every file is written whole or not at all
             kept = getattr(stop, "kept", None) or "no output half-written"
             console.print(f"[yellow]interrupted:[/yellow] {kept}", highlight=False, soft_wrap=True)
-            _INTERRUPTED.append(True)
-            raise typer.Exit(128 + getattr(stop, "signum", signal.SIGINT)) from None
+            raise Stopped(128 + getattr(stop, "signum", signal.SIGINT)) from None
         except BrokenPipeError:  # `phonelabel label x.wav | head`: the reader has all it wants
             try:  # no "Exception ignored" when Python flushes stdout at exit
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -129,7 +144,7 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
             print_error(f"{where}{error.strerror or error}")
             raise typer.Exit(1) from None
 
-    return app.command()(wrapper)
+    return app.command(help=paragraphs(function.__doc__))(wrapper)
 
 
 # --- commands (each section: one command, a thin wrapper over the library) ---------------
@@ -149,6 +164,15 @@ def _count_progress():
     )
 
 
+@contextmanager
+def counting(description: str, kept: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar for a library call's ``on_progress(done, total)``; an interrupt inside says
+    ``kept`` (what the call leaves and how to go on)."""
+    with _on_interrupt(lambda: kept), _count_progress() as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
 def _as_flags(message: str, options: frozenset[str] = TRAIN_OPTION_NAMES) -> str:
     """The library names options, the user typed flags: 'k2 (10) must be >= k1 (20)' ->
     '--k2 (10) must be >= --k1 (20)'."""
@@ -161,6 +185,17 @@ def _as_flags(message: str, options: frozenset[str] = TRAIN_OPTION_NAMES) -> str
 
 
 # --- options shared by several commands ---
+
+
+def library_default(owner: Any, name: str) -> Any:
+    """The default of ``name`` in ``owner``, a dataclass (its field) or a library function
+    (its signature): the one home of an option's default, which the CLI reads, not repeats."""
+    if dataclasses.is_dataclass(owner):
+        field = next(f for f in dataclasses.fields(owner) if f.name == name)
+        if field.default_factory is not dataclasses.MISSING:
+            return field.default_factory()
+        return field.default
+    return inspect.signature(owner).parameters[name].default
 
 
 def _pair(text: str | None, option: str) -> tuple[float, float] | None:
@@ -179,7 +214,7 @@ AlignmentsOption = Annotated[
 ]
 TierOption = Annotated[
     Optional[str],
-    typer.Option(help="Phone tier name [default: 'phones', else the one tier named *phone*]."),
+    typer.Option(help="Phone tier name (default: 'phones', else the one tier named *phone*)."),
 ]
 LabelsOption = Annotated[
     str, typer.Option(help="TextGrid label set: auto, timit or arpabet (MFA / CMU).")
@@ -200,11 +235,12 @@ def _corpus_options(
     labels: str,
     phone_map: Path | None,
     manifest: Path | None,
-    include_sa: bool = False,
+    **more: Any,
 ):
+    """CorpusOptions from the shared corpus options (``more``: a command's own, by name)."""
     from phonelabel.corpus.source import CorpusOptions
 
-    return CorpusOptions(alignments, tier, labels, phone_map, manifest, include_sa)
+    return CorpusOptions(alignments, tier, labels, phone_map, manifest, **more)
 
 
 def main() -> None:
@@ -218,9 +254,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
-    except SystemExit as done:
-        if _INTERRUPTED:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(done.code if isinstance(done.code, int) else 1)
-        raise
+    except Stopped as stop:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.code if isinstance(stop.code, int) else 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path  # noqa: F401  (used by the commands below)
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -14,13 +14,26 @@ from phonelabel.cli.app import (
     PhoneMapOption,
     TierOption,
     _corpus_options,
-    _count_progress,
-    _on_interrupt,
     _pair,
     command,
     console,
+    counting,
+    library_default,
     out,
 )
+from phonelabel.corpus.source import CorpusOptions
+from phonelabel.corpus.synth import SynthReport, synthesize
+from phonelabel.features import FeatureConfig
+from phonelabel.store import FeaturizeReport
+from phonelabel.store import featurize as featurize_corpus
+
+
+def _synth_default(name: str) -> Any:
+    return library_default(synthesize, name)
+
+
+def _featurize_default(name: str) -> Any:
+    return library_default(featurize_corpus, name)
 
 
 @command
@@ -28,26 +41,32 @@ def synth(
     out_dir: Annotated[
         Path, typer.Argument(metavar="OUT", help="Corpus directory to make (or resume).")
     ],
-    speakers: Annotated[int, typer.Option(help="Speakers in all (about 30 % go to TEST).")] = 40,
-    utterances_per_speaker: Annotated[int, typer.Option(help="Prompts each speaker reads.")] = 10,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed: byte-identical corpus).")] = 0,
+    speakers: Annotated[
+        int, typer.Option(help="Speakers in all (about 30 % go to TEST).")
+    ] = _synth_default("speakers"),
+    utterances_per_speaker: Annotated[
+        int, typer.Option(help="Prompts each speaker reads.")
+    ] = _synth_default("utterances_per_speaker"),
+    seed: Annotated[
+        int, typer.Option(help="Random seed (same seed: byte-identical corpus).")
+    ] = _synth_default("seed"),
     jobs: Annotated[
         Optional[int], typer.Option(help="Worker processes (default: all CPU cores).")
-    ] = None,
+    ] = _synth_default("jobs"),
     engines: Annotated[
         str,
         typer.Option(
             help="Comma-separated engines: festival, flite (permissive licences). espeak"
             " (espeak-ng, GPL-3.0, opt-in) is not available yet."
         ),
-    ] = "festival,flite",
+    ] = ",".join(_synth_default("engines")),
     noise_snr: Annotated[
         Optional[str],
         typer.Option(help="LO,HI: add white noise at an SNR (dB) drawn from this range."),
-    ] = None,
+    ] = _synth_default("noise_snr"),
     speed_perturb: Annotated[
         float, typer.Option(help="Speed each utterance up or down by up to this (0.1 = 10 %).")
-    ] = 0.0,
+    ] = _synth_default("speed_perturb"),
     conditions: Annotated[
         str,
         typer.Option(
@@ -55,21 +74,14 @@ def synth(
             " length per speaker), tone (room tone), room (reverberation), noise, babble,"
             " channel (microphone), phone (telephone + mu-law), gain."
         ),
-    ] = "all",
+    ] = _synth_default("conditions"),
 ) -> None:
     """Make a synthetic TIMIT-layout corpus (festival + flite) with exact phone alignments."""
-    from rich.table import Table
-
-    from phonelabel.corpus.synth import synthesize
-
-    kept = _on_interrupt(
-        lambda: (
-            f"kept every utterance finished in {out_dir} (each whole);"
-            " run the same command again to finish"
-        )
+    kept = (
+        f"kept every utterance finished in {out_dir} (each whole);"
+        " run the same command again to finish"
     )
-    with kept, _count_progress() as progress:
-        task = progress.add_task("synthesising", total=None)
+    with counting("synthesising", kept) as on_progress:
         report = synthesize(
             out_dir,
             speakers=speakers,
@@ -79,9 +91,15 @@ def synth(
             engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
             noise_snr=_pair(noise_snr, "--noise-snr"),
             speed_perturb=speed_perturb,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_progress=on_progress,
             conditions=conditions,
         )
+    _print_synth(report)
+
+
+def _print_synth(report: SynthReport) -> None:
+    from rich.table import Table
+
     table = Table(title=f"synthetic corpus {report.out}")
     for column in ("split", "speakers", "utterances", "minutes", "voices"):
         table.add_column(column, justify="left" if column in ("split", "voices") else "right")
@@ -121,44 +139,36 @@ def featurize(
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Feature store to write.")],
     kind: Annotated[
         str, typer.Option(help="mfcc (13 + deltas = 39 dims) or fbank (40 + deltas = 120).")
-    ] = "mfcc",
+    ] = library_default(FeatureConfig, "kind"),
     normalization: Annotated[
         str,
         typer.Option(help="speaker (per-speaker mean/variance) or global (train split's)."),
-    ] = "speaker",
+    ] = library_default(FeatureConfig, "normalization"),
     jobs: Annotated[
         Optional[int], typer.Option(help="Worker processes (default: all CPU cores).")
-    ] = None,
+    ] = _featurize_default("jobs"),
     force: Annotated[
         bool, typer.Option("--force", help="Rewrite the store even if it is up to date.")
-    ] = False,
+    ] = _featurize_default("force"),
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at the first bad utterance instead of skipping.")
-    ] = False,
+    ] = _featurize_default("strict"),
     include_sa: Annotated[
         bool, typer.Option("--include-sa", help="Keep the SA1/SA2 sentences (TIMIT excludes them).")
-    ] = False,
-    alignments: AlignmentsOption = None,
-    tier: TierOption = None,
-    labels: LabelsOption = "auto",
-    phone_map: PhoneMapOption = None,
-    manifest: ManifestOption = None,
+    ] = library_default(CorpusOptions, "include_sa"),
+    alignments: AlignmentsOption = library_default(CorpusOptions, "alignments"),
+    tier: TierOption = library_default(CorpusOptions, "tier"),
+    labels: LabelsOption = library_default(CorpusOptions, "label_set"),
+    phone_map: PhoneMapOption = library_default(CorpusOptions, "phone_map"),
+    manifest: ManifestOption = library_default(CorpusOptions, "manifest"),
 ) -> None:
     """Turn a corpus into 10 ms feature frames and frame labels (a memory-mapped store)."""
-    from rich.table import Table
-
-    from phonelabel.features import FeatureConfig
-    from phonelabel.store import featurize as featurize_corpus
-
     config = FeatureConfig(kind=kind, normalization=normalization)
-    kept = _on_interrupt(
-        lambda: (
-            f"{out_dir} left as it was (a store is written whole or not at all);"
-            " run the same command again"
-        )
+    kept = (
+        f"{out_dir} left as it was (a store is written whole or not at all);"
+        " run the same command again"
     )
-    with kept, _count_progress() as progress:
-        task = progress.add_task("featurizing", total=None)
+    with counting("featurizing", kept) as on_progress:
         report = featurize_corpus(
             corpus,
             out_dir,
@@ -166,9 +176,17 @@ def featurize(
             jobs=jobs,
             force=force,
             strict=strict,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            options=_corpus_options(alignments, tier, labels, phone_map, manifest, include_sa),
+            on_progress=on_progress,
+            options=_corpus_options(
+                alignments, tier, labels, phone_map, manifest, include_sa=include_sa
+            ),
         )
+    _print_featurize(report, config)
+
+
+def _print_featurize(report: FeaturizeReport, config: FeatureConfig) -> None:
+    from rich.table import Table
+
     table = Table(title=f"feature store {report.out}")
     columns = ("split", "speakers", "utterances", "frames", "unlabelled", "hours", "skipped")
     for column in columns:

@@ -33,7 +33,6 @@ import phonelabel.corpus.engines as tts
 from phonelabel.audio import read_audio
 from phonelabel.core import SAMPLE_RATE
 from phonelabel.corpus.conditions import (
-    CONDITIONS,
     add_noise,
     apply_conditions,
     coloured_noise,
@@ -67,7 +66,7 @@ RESAMPLE_PITCH_RANGE = (0.9, 1.12)  # otherwise pitch (and formants) move by res
 # higher formants, as from a man's to a woman's or a child's), and where the engine sets
 # F0 it is set so that after resampling it lands in F0_RANGE around the voice's own
 VTLP_RANGE = (0.88, 1.15)
-DEFAULT_CONDITIONS = CONDITIONS  # every recording condition (conditions.py)
+DEFAULT_CONDITIONS = "all"  # every recording condition (conditions.py); the CLI shows it
 DITHER_DBFS = -70.0  # the engines emit exact digital zeros; log-energy needs none
 PROMPT_POOL = 600
 CHUNK = 5  # utterances per worker task (one festival process each)
