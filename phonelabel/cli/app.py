@@ -12,6 +12,7 @@ imported with the commands.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os

@@ -16,8 +16,10 @@ from phonelabel.cli.app import (
     _corpus_options,
     command,
     console,
+    library_default,
     out,
 )
+from phonelabel.corpus.source import CorpusOptions
 from phonelabel.fileio import check_output_file, output_directory
 
 
@@ -54,7 +56,7 @@ def evaluate(
     ] = 64,
     alignments: AlignmentsOption = None,
     tier: TierOption = None,
-    labels: LabelsOption = "auto",
+    labels: LabelsOption = library_default(CorpusOptions, "label_set"),
     phone_map: PhoneMapOption = None,
     manifest: ManifestOption = None,
     align: Annotated[
