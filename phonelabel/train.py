@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from phonelabel.config import TrainConfig
 from phonelabel.decode import phone_error_rate, tune_decoder
 from phonelabel.distributed import (
     SINGLE,
+    GradientBuckets,
     Ranks,
     ReportedByRankZero,
     agree,
@@ -51,12 +53,12 @@ from phonelabel.distributed import (
     ranks_from_env,
     step_seed,
     sum_array,
-    sum_gradients,
     sum_values,
+    summed_gradients,
 )
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import NO_LABEL, FeatureConfig, config_differences
-from phonelabel.fileio import LOCK_FILE, output_lock, write_text
+from phonelabel.fileio import LOCK_FILE, is_left_over, output_lock, write_text
 from phonelabel.metrics import confusion_61, fold_confusion
 from phonelabel.model import (
     ModelConfig,
@@ -548,6 +550,8 @@ def _check_labels(labels: np.ndarray, where: str) -> None:
 
 def _prepare_out(out: Path, resume: bool) -> None:
     """Refuse to start a fresh run in a model directory that holds anything (output_lock made it)."""
+    for left_over in filter(is_left_over, out.iterdir()):  # from a run killed mid-write
+        shutil.rmtree(left_over) if left_over.is_dir() else left_over.unlink()
     if not resume and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise PhonelabelError(
             f"{out}: already exists and is not empty; resume it or choose another output"
@@ -625,6 +629,7 @@ def run_epoch(
     autocast = torch.autocast(state[0].device.type, torch.bfloat16, config.precision == "bf16")
     last_checkpoint = time.perf_counter()
     windows = data.windows(schedule, run.step)
+    buckets = GradientBuckets(model.parameters())
     for step in range(run.step, len(schedule)):
         frames = int(schedule.frames[step])  # all ranks' streams: the loss's divisor
         window = next(windows)
@@ -643,9 +648,8 @@ def run_epoch(
             )
         if frames:  # a window of padding only (streams drained) carries state, no update
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if ranks.distributed:
-                sum_gradients(list(model.parameters()))
+            with summed_gradients(buckets, ranks):  # all-reduced in buckets during backward
+                loss.backward()
             norm = clip_gradients(model, config)
             optimizer.step()
             meter.add(loss, frames, correct, (norm > config.clip) if config.clip > 0 else 0)
