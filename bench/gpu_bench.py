@@ -171,7 +171,8 @@ def section_label(args, size) -> None:
                        "--model", str(model), "--out", str(folder / "out" / str(len(files))),
                        "--device", args.device, "--batch-files", str(size.batch_files)]  # fmt: skip
             start = time.perf_counter()
-            out = subprocess.run(command, capture_output=True, text=True, timeout=900)
+            # cwd: not the repository root, whose phonelabel/ lacks data/ and models/
+            out = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=folder)
             wall = time.perf_counter() - start
             if out.returncode:
                 raise SystemExit(f"label failed: {out.stderr[-2000:]}")
