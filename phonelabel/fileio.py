@@ -61,9 +61,14 @@ def _kill_point(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def is_left_over(path: Path) -> bool:
-    """A temp file or directory of an atomic write that a killed process left behind."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+def remove_left_overs(directory: Path) -> None:
+    """Remove the temp files and directories of atomic writes that a killed process left in
+    ``directory`` (call it holding the directory's ``output_lock``: no writer is alive)."""
+    for path in directory.glob(".*.tmp"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def write_text(target: str | Path, text: str) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +57,7 @@ from phonelabel.distributed import (
 )
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import NO_LABEL, FeatureConfig, config_differences
-from phonelabel.fileio import LOCK_FILE, is_left_over, output_lock, write_text
+from phonelabel.fileio import LOCK_FILE, output_lock, remove_left_overs, write_text
 from phonelabel.metrics import confusion_61, fold_confusion
 from phonelabel.model import (
     ModelConfig,
@@ -550,8 +549,7 @@ def _check_labels(labels: np.ndarray, where: str) -> None:
 
 def _prepare_out(out: Path, resume: bool) -> None:
     """Refuse to start a fresh run in a model directory that holds anything (output_lock made it)."""
-    for left_over in filter(is_left_over, out.iterdir()):  # from a run killed mid-write
-        shutil.rmtree(left_over) if left_over.is_dir() else left_over.unlink()
+    remove_left_overs(out)  # a killed run's half-written files: neither output nor checkpoint
     if not resume and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise PhonelabelError(
             f"{out}: already exists and is not empty; resume it or choose another output"
