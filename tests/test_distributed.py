@@ -20,8 +20,9 @@ import torch
 from typer.testing import CliRunner
 
 import phonelabel
+from phonelabel import distributed
 from phonelabel.cli import app
-from phonelabel.distributed import Ranks, process_group
+from phonelabel.distributed import GradientBuckets, Ranks, process_group
 from phonelabel.errors import PhonelabelError
 from phonelabel.model import ModelConfig, PhoneLSTM
 from phonelabel.store import open_store
@@ -100,6 +101,7 @@ EPOCHS = 8
 def _rank_process(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    distributed.BUCKET_BYTES = 600  # the tiny model in 5 buckets, started during backward
     ranks = Ranks(rank, world)
     with process_group(ranks):
         weights = [train_streams(ranks, config, EPOCHS) for config in CONFIGS]
@@ -121,6 +123,16 @@ def test_two_ranks_make_the_one_process_update_in_float64(tmp_path, one_thread):
         assert not torch.equal(alone["output.bias"], torch.zeros(61, dtype=torch.float64))
         for name, value in alone.items():
             torch.testing.assert_close(ddp[name], value, rtol=0, atol=1e-9, msg=name)
+
+
+def test_gradients_go_in_buckets_in_reverse_order_each_closed_at_its_size():
+    model = PhoneLSTM(ModelConfig(input_dim=5, hidden=8, layers=2)).double()
+    names = {id(p): name for name, p in model.named_parameters()}
+    buckets = [[names[id(p)] for p in b] for b in GradientBuckets(model.parameters(), 600).buckets]
+    assert sum(buckets, []) == [name for name, _ in model.named_parameters()][::-1]
+    assert len(buckets) == 5 and buckets[0][:2] == ["output.bias", "output.weight"]
+    default = GradientBuckets(PhoneLSTM(ModelConfig()).parameters()).buckets
+    assert [len(b) for b in default] == [6, 4]  # output + top LSTM layer, then the layer below
 
 
 def test_each_rank_runs_its_own_contiguous_streams_and_bad_counts_are_refused():
