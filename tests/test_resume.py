@@ -89,6 +89,7 @@ def kill_by_clock(store: Path, out: Path, epoch: int, step: int) -> None:
     assert run.wait(60) == KILLED, "training finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_run(tone_store, whole, tmp_path):
     out = tmp_path / "killed"
     # in the first checkpoint's write: nothing to resume, and a fresh start is still allowed
