@@ -6,7 +6,7 @@ is what DESIGN.md §8 targets (>= 0.85 of bare on CPU; >= 1 M frames/s on an H10
 path (``--data-on host``) gathers each window from a memory-mapped file (target: >= 0.9 of
 the on-device path). ``--nproc N`` runs N processes (gloo on the CPU, NCCL on CUDA: one GPU
 each) on the same global streams, each with 1/N of the CPU threads, against one process with
-all of them (target on CPU: >= 0.85).
+all of them (target on CPU: >= 0.90, DESIGN.md §8).
 
     python bench/train_speed.py                    # CPU, default 2 x 256 model, 32 streams, k1 = 20
     python bench/train_speed.py --nproc 2          # 2 gloo processes vs 1

@@ -3,17 +3,20 @@ the few collectives the TBPTT loop needs (DESIGN.md §6).
 
 torchrun starts one process per GPU (or per CPU share) and tells each its RANK, WORLD_SIZE
 and LOCAL_RANK, plus MASTER_ADDR/MASTER_PORT of the rendezvous. Without them a run is one
-process and none of this does anything. Gradients are summed with one all-reduce of a flat
-buffer per step: the loss is already divided by the *global* count of scored frames, so the
-sum over ranks is exactly the one-process gradient (torch's DistributedDataParallel wrapper
-would average, and syncs only through ``forward``, not ``forward_with_resets``). The model is
-small (a few MB), so one bucket without overlap with backward costs little.
+process and none of this does anything. Gradients are summed over the ranks while backward
+still runs (``summed_gradients``): each parameter's gradient is ready once autograd has
+accumulated it, the parameters go into buckets of a few MB in the reverse of their order
+(backward makes the output layer's first, then the LSTM's top layer, ...), and a bucket's
+all-reduce starts, asynchronously, as soon as all its gradients are in; the update waits for
+the last one. The loss is already divided by the *global* count of scored frames, so the sum
+over ranks is exactly the one-process gradient (torch's DistributedDataParallel wrapper
+would average, and syncs only through ``forward``, not ``forward_with_resets``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -144,15 +147,70 @@ def broadcast(ranks: Ranks, value: T) -> T:
     return box[0]
 
 
-def sum_gradients(parameters: list[torch.nn.Parameter]) -> None:
-    """Sum every parameter's gradient over the ranks (one all-reduce of a flat buffer)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+BUCKET_BYTES = 2 << 20  # a bucket closes once it holds this much
+
+
+class GradientBuckets:
+    """Parameters grouped for all-reduce, in reverse order, each bucket closed once it holds
+    ``bucket_bytes`` (as DDP's reducer does). The 2 x 256 model's 3.4 MB make two: the output
+    layer with the top LSTM layer, all-reduced while backward runs through the layer below,
+    then that layer. Every rank builds the same buckets."""
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], bucket_bytes: int = 0):
+        bucket_bytes = bucket_bytes or BUCKET_BYTES
+        self.buckets: list[list[torch.nn.Parameter]] = [[]]
+        size = 0
+        for p in reversed([p for p in parameters if p.requires_grad]):
+            if size >= bucket_bytes:
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(p)
+            size += p.numel() * p.element_size()
+        self.where = {id(p): b for b, bucket in enumerate(self.buckets) for p in bucket}
+
+
+@contextmanager
+def summed_gradients(buckets: GradientBuckets, ranks: Ranks) -> Iterator[None]:
+    """Around ``loss.backward()``: on leaving, every parameter's gradient is its sum over
+    the ranks. Buckets are all-reduced in order (collectives must match across ranks), each
+    started from autograd's hooks as soon as it and the ones before it are complete, so the
+    communication overlaps the rest of backward. Nothing to do for one process."""
+    if not ranks.distributed:
+        yield
+        return
+    missing = [len(bucket) for bucket in buckets.buckets]
+    arrived: set[int] = set()
+    started: list[tuple[torch.Tensor, Any]] = []
+
+    def start_ready() -> None:
+        while len(started) < len(missing) and missing[len(started)] == 0:
+            bucket = buckets.buckets[len(started)]
+            flat = torch.cat([p.grad.reshape(-1) for p in bucket])  # type: ignore[union-attr]
+            started.append((flat, dist.all_reduce(flat, async_op=True)))
+
+    def ready(p: torch.Tensor) -> None:
+        arrived.add(id(p))
+        missing[buckets.where[id(p)]] -= 1
+        start_ready()
+
+    hooks = [p.register_post_accumulate_grad_hook(ready) for b in buckets.buckets for p in b]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for bucket in buckets.buckets:  # a parameter backward did not reach: a zero gradient
+        for p in bucket:
+            if id(p) not in arrived:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                ready(p)
+    for (flat, work), bucket in zip(started, buckets.buckets, strict=True):
+        work.wait()
+        offset = 0
+        for p in bucket:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))  # type: ignore[union-attr]
+            offset += p.numel()
 
 
 def sum_values(values: torch.Tensor) -> torch.Tensor:

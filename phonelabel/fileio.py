@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,10 @@ from typing import Any
 from phonelabel.errors import PhonelabelError
 
 LOCK_FILE = ".phonelabel.lock"  # inside an output while a run writes it; not part of the output
+# Tests of exact resume only: "NAME:N" makes a process SIGKILL itself in its Nth atomic write
+# of a file named NAME, once the data is written and before the rename (a crash's worst moment).
+KILL_WRITING = "PHONELABEL_TEST_KILL_WRITING"
+_writes: dict[str, int] = {}
 
 
 def _umask() -> int:
@@ -38,6 +43,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temp_path = Path(temp)
     try:
         yield temp_path
+        _kill_point(target.name)
         with open(temp_path, "rb") as written:
             os.fsync(written.fileno())
         os.chmod(temp_path, 0o666 & ~_umask())
@@ -45,6 +51,24 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     finally:
         if temp_path.exists():
             temp_path.unlink()
+
+
+def _kill_point(name: str) -> None:
+    name_and_count = os.environ.get(KILL_WRITING, "")
+    if name_and_count.rpartition(":")[0] == name:
+        _writes[name] = _writes.get(name, 0) + 1
+        if str(_writes[name]) == name_and_count.rpartition(":")[2]:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_left_overs(directory: Path) -> None:
+    """Remove the temp files and directories of atomic writes that a killed process left in
+    ``directory`` (call it holding the directory's ``output_lock``: no writer is alive)."""
+    for path in directory.glob(".*.tmp"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def write_text(target: str | Path, text: str) -> None:

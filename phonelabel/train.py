@@ -33,6 +33,7 @@ from phonelabel.config import TrainConfig
 from phonelabel.decode import DecoderParams
 from phonelabel.distributed import (
     SINGLE,
+    GradientBuckets,
     Ranks,
     ReportedByRankZero,
     agree,
@@ -41,13 +42,13 @@ from phonelabel.distributed import (
     process_group,
     ranks_from_env,
     step_seed,
-    sum_gradients,
     sum_values,
+    summed_gradients,
 )
 from phonelabel.errors import PhonelabelError
 from phonelabel.evaluate import DecoderTuning, dev_score, phone_frequencies, tune_decoder_on
 from phonelabel.features import NO_LABEL, FeatureConfig, config_differences
-from phonelabel.fileio import LOCK_FILE, output_lock, write_text
+from phonelabel.fileio import LOCK_FILE, output_lock, remove_left_overs, write_text
 from phonelabel.model import ModelConfig, PhoneLSTM, State, resolve_device
 from phonelabel.modeldir import (
     TrainedModel,
@@ -405,6 +406,7 @@ def _check_labels(labels: np.ndarray, where: str) -> None:
 
 def _prepare_out(out: Path, resume: bool) -> None:
     """Refuse to start a fresh run in a model directory that holds anything (output_lock made it)."""
+    remove_left_overs(out)  # a killed run's half-written files: neither output nor checkpoint
     if not resume and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise PhonelabelError(
             f"{out}: already exists and is not empty; resume it or choose another output"
@@ -524,6 +526,7 @@ def run_epoch(
     autocast = torch.autocast(state[0].device.type, torch.bfloat16, config.precision == "bf16")
     last_checkpoint = time.perf_counter()
     windows = data.windows(schedule, run.step)
+    buckets = GradientBuckets(model.parameters())
     for step in range(run.step, len(schedule)):
         frames = int(schedule.frames[step])  # all ranks' streams: the loss's divisor
         window = next(windows)
@@ -542,9 +545,8 @@ def run_epoch(
             )
         if frames:  # a window of padding only (streams drained) carries state, no update
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if ranks.distributed:
-                sum_gradients(list(model.parameters()))
+            with summed_gradients(buckets, ranks):  # all-reduced in buckets during backward
+                loss.backward()
             norm = clip_gradients(model, config)
             optimizer.step()
             meter.add(loss, frames, correct, (norm > config.clip) if config.clip > 0 else 0)
