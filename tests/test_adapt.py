@@ -76,7 +76,7 @@ def test_each_corpus_form_is_detected_and_read(synth_corpus, tmp_path):
     assert {k: v.form for k, v in found.items()} == {
         "beside": "beside", "cv": "commonvoice", "libri": "librispeech", "lj": "ljspeech",
     }  # fmt: skip
-    words = sorted(w for _, _, w in chosen)
+    words = sorted(w.lower() for _, _, w in chosen)
     for name, corpus in found.items():
         usable = [r for r in corpus.recordings if r.problem is None]
         assert sorted(r.text.lower() for r in usable) == words, name
