@@ -253,6 +253,12 @@ def _align_round(
     on_progress: Progress,
 ) -> None:
     utts = sorted(staged)
+    if shard is None:  # what a --shard run (job array) aligned already is read back
+        for u in [u for u in utts if (target / f"{u}.TextGrid").is_file()]:
+            grid = read_alignment(target / f"{u}.TextGrid")
+            phones = [Segment(a, b, label) for a, b, label in grid.phones if label]
+            outcomes[u].score, outcomes[u].seconds = alignment_score(staged[u], phones, aligner)
+            utts.remove(u)
     results = align_files(
         [staged[u] for u in utts], aligner, target, "textgrid", jobs=config.jobs, shard=shard
     )
