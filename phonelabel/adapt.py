@@ -420,7 +420,12 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise PhonelabelError(f"{out}: exists and is not a directory")
     if out.is_dir():
-        extra = sorted(p.name for p in out.iterdir() if p.name not in (STAGED_DIR, ALIGNMENTS_DIR))
+        extra = sorted(
+            p.name
+            for p in out.iterdir()
+            if p.name not in (STAGED_DIR, ALIGNMENTS_DIR)
+            and not (p.name.startswith("adapt.shard-") and p.suffix == ".json")
+        )
         if extra:
             raise PhonelabelError(
                 f"{out}: already holds {', '.join(extra[:3])}; choose a new --out (only a"
@@ -443,11 +448,12 @@ def _training_config(start: Any, config: AdaptConfig, start_dir: Path) -> TrainC
     )
 
 
-def _best_dev(model_dir: Path) -> tuple[float | None, float | None]:
+def _best_dev(model_dir: Path) -> float | None:
+    """The best epoch's dev frame accuracy (61): the model kept."""
     lines = (model_dir / METRICS).read_text(encoding="utf-8").splitlines()
     values = [json.loads(line).get("dev_frame_accuracy_61") for line in lines if line.strip()]
     values = [v for v in values if v is not None]
-    return (max(values) if values else None), None
+    return max(values) if values else None
 
 
 def adapt(
@@ -500,14 +506,16 @@ def adapt(
             if r.problem is not None:
                 outcome = outcomes[r.utt_id]
                 outcome.reason, outcome.detail = _reason(r.problem), r.problem
-                on_progress("align", 0, 0, f"{r.audio}: left out: {r.problem}")
+                if k == 1:
+                    on_progress("align", 0, 0, f"{r.audio}: left out: {r.problem}")
             elif not normalize_text(r.text):
                 outcome = outcomes[r.utt_id]
                 outcome.reason, outcome.detail = (
                     "empty transcript",
                     f"{r.audio}: no words in {r.text!r}",
                 )
-                on_progress("align", 0, 0, f"{r.audio}: left out: the transcript has no words")
+                if k == 1:
+                    on_progress("align", 0, 0, f"{r.audio}: left out: the transcript has no words")
         todo = {u: p for u, p in staged.items() if outcomes[u].reason is None}
         round_report = RoundReport(k, str(aligning), list(outcomes.values()))
         report.rounds.append(round_report)
@@ -547,7 +555,7 @@ def adapt(
 
         train(store, trained_dir, _training_config(start, config, start_dir), on_progress=progress)
         round_report.seconds["train"] = time.perf_counter() - t0
-        round_report.dev_agreement, _ = _best_dev(trained_dir)
+        round_report.dev_agreement = _best_dev(trained_dir)
         aligning, previous = trained_dir, target
     report.audio_minutes = sum(o.seconds for o in report.rounds[0].outcomes) / 60
     report.seconds = time.perf_counter() - began

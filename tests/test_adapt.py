@@ -184,3 +184,24 @@ def test_a_mix_store_of_other_features_is_refused(tone_corpus, synth_corpus, tmp
                                  "--model", str(tmp_path / "fbank")])  # fmt: skip
     assert result.exit_code == 2 and "not a model directory" in result.output
     np.testing.assert_equal((tmp_path / "m").exists(), False)
+
+
+@pytest.mark.slow
+def test_shards_align_their_share_and_the_full_run_reads_it_back(synth_corpus, tmp_path):
+    from phonelabel.workers import Shard
+
+    corpus = tmp_path / "corpus"
+    for speaker, wav, words in _recordings(synth_corpus, 4, 1):
+        _flac(wav, corpus / speaker / "a.flac")
+        (corpus / speaker / "a.txt").write_text(words)
+    out = tmp_path / "m"
+    config = AdaptConfig(epochs=1, device="cpu")
+    first = adapt(corpus, out, config=config, shard=Shard(1, 2))
+    assert first.aligned_only and (out / "adapt.shard-1-of-2.json").is_file()
+    grids = sorted((out / "alignments" / "round_1").glob("*.TextGrid"))
+    assert len(grids) == 2 and not (out / "model.pt").exists()
+    before = {g.name: g.read_bytes() for g in grids}
+    report = adapt(corpus, out, config=config)  # aligns the other half, then trains
+    assert len(report.rounds[0].used) == 4
+    assert all((out / "alignments" / "round_1" / n).read_bytes() == b for n, b in before.items())
+    load_model(out)
