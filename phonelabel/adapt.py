@@ -590,28 +590,38 @@ def _finish(out: Path, final: Path, report: AdaptReport, found: TranscribedCorpu
 
 def plot_report(report: dict[str, Any], path: Path) -> None:
     """Per round: recordings used and left out (by reason), dev agreement with the
-    alignments, and how far word boundaries moved from the round before."""
+    alignments, how far word boundaries moved from the round before, and the alignment
+    scores with the mismatch threshold."""
     plt = _pyplot()
     rounds = report["rounds"]
     names = [f"round {r['round']}" for r in rounds]
-    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 4))
+    figure, axes = plt.subplots(1, 4, figsize=(17, 4))
     bottom = np.zeros(len(rounds))
     for reason in ("used", *REASONS):
         counts = np.array(
             [r["used"] if reason == "used" else r["left_out"].get(reason, 0) for r in rounds]
         )
         if counts.any():
-            left.bar(names, counts, bottom=bottom, label=reason)
+            axes[0].bar(names, counts, bottom=bottom, label=reason)
             bottom += counts
-    left.set(ylabel="recordings", title="recordings used / left out")
-    left.legend(fontsize=7)
-    agreement = [100 * (r["dev_agreement_61"] or 0) for r in rounds]
-    middle.bar(names, agreement)
-    middle.set(ylabel="frame agreement (%)", title="dev: model vs alignments (61)")
-    shifts = [r["word_boundary_shift_ms"] or 0 for r in rounds]
-    right.bar(names, shifts)
-    right.set(ylabel="ms", title="mean word-boundary shift from the round before")
-    for axis in (left, middle, right):
+    axes[0].set(ylabel="recordings", title="recordings used / left out")
+    axes[0].legend(fontsize=7)
+    axes[1].bar(names, [100 * (r["dev_agreement_61"] or 0) for r in rounds])
+    axes[1].set(ylabel="frame agreement (%)", title="dev: model vs its alignments (61)")
+    shifts = [r["word_boundary_shift_ms"] for r in rounds]
+    axes[2].bar(names, [s or 0 for s in shifts])
+    for x, shift in enumerate(shifts):
+        axes[2].annotate("-" if shift is None else f"{shift:.1f}", (x, shift or 0), ha="center")
+    axes[2].set(ylabel="ms", title="word boundaries: mean shift from round before")
+    for r in rounds:
+        scores = [d["score"] for d in r["recordings_detail"] if d["score"] is not None]
+        axes[3].hist(scores, bins=30, alpha=0.6, label=f"round {r['round']}")
+        if r["mismatch_rule"]["threshold"] is not None:
+            axes[3].axvline(r["mismatch_rule"]["threshold"], color="red", linestyle="--")
+    axes[3].set(xlabel="score (log-likelihood/frame below the free path)", ylabel="recordings",
+                title="alignment scores; red: left out below")  # fmt: skip
+    axes[3].legend(fontsize=7)
+    for axis in axes:
         axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()
     save_figure(figure, path, dpi=100, tight=False)
