@@ -10,8 +10,6 @@ import typer
 from phonelabel.cli.app import _count_progress, command, console, out
 from phonelabel.cli.label import JobsOption, ShardOption, _scale_options
 
-ADAPT_FLAGS = frozenset({"rounds", "epochs", "jobs", "mix_share", "mismatch_mads"})
-
 
 def _reporter(progress: Any) -> Any:
     """The library's (stage, done, total, line) calls as one bar a stage and printed lines."""
@@ -76,7 +74,7 @@ def adapt(
     ] = 0.5,
     mismatch_mads: Annotated[
         float, typer.Option(help="Leave out alignments scoring below median - this x MAD.")
-    ] = 5.0,
+    ] = 3.0,
     festival: Annotated[
         bool, typer.Option("--festival/--no-festival", help="Guess words in no dictionary.")
     ] = True,
