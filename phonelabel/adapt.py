@@ -34,7 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from phonelabel.align import align_files, emission_scores, load_aligner, log_posterior_blocks
+from phonelabel.align import (
+    Alignment,
+    align_files,
+    emission_scores,
+    load_aligner,
+    log_posterior_blocks,
+)
 from phonelabel.config import TrainConfig
 from phonelabel.core import Segment
 from phonelabel.corpus.source import CorpusOptions
@@ -43,13 +49,12 @@ from phonelabel.corpus.transcribed import TranscribedCorpus, find_transcribed_co
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import config_differences, frame_labels
 from phonelabel.fileio import write_json, write_text
-from phonelabel.label import Failure
 from phonelabel.lexicon import normalize_text
 from phonelabel.modeldir import CONFIG, default_model_dir, load_model, read_config
 from phonelabel.phones import PHONE_INDEX
 from phonelabel.plots import _pyplot, save_figure
 from phonelabel.store import SPEAKERS_FILE, STORE_FILE, TSV_HEADER, featurize, open_store
-from phonelabel.train import METRICS, train
+from phonelabel.train import train
 from phonelabel.workers import Shard
 
 ROUNDS_DIR = "rounds"
@@ -57,6 +62,7 @@ ALIGNMENTS_DIR = "alignments"
 STAGED_DIR = "corpus"  # the recordings (links) with their words as <utt>.txt, by speaker
 REPORT = "adapt.json"
 PLOT = "adapt.png"
+METRICS = "metrics.jsonl"  # train's per-epoch record in a model dir
 MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 # why a recording was left out, in the words of the report
 REASONS = (
@@ -265,7 +271,7 @@ def _align_round(
     total = len(utts) if shard is None else len(utts) // shard.count + 1
     for done, result in enumerate(results, 1):
         outcome = outcomes[Path(result.source).stem]
-        if isinstance(result, Failure):
+        if not isinstance(result, Alignment):  # the runner's Failure: source and error
             outcome.reason, outcome.detail = _reason(result.error), result.error
             on_progress("align", done, total, f"{result.source}: left out: {result.error}")
             continue
