@@ -462,6 +462,35 @@ def _best_dev(model_dir: Path) -> float | None:
     return max(values) if values else None
 
 
+def _screen(found: TranscribedCorpus, on_progress: Progress) -> dict[str, RecordingOutcome]:
+    """An outcome per recording; those with no usable transcript or audio left out already."""
+    outcomes = {
+        r.utt_id: RecordingOutcome(r.utt_id, r.speaker, str(r.audio)) for r in found.recordings
+    }
+    for r in found.recordings:
+        outcome = outcomes[r.utt_id]
+        if r.problem is not None:
+            outcome.reason, outcome.detail = _reason(r.problem), r.problem
+        elif not normalize_text(r.text):
+            outcome.reason, outcome.detail = "empty transcript", f"no words in {r.text!r}"
+        if outcome.reason is not None:
+            on_progress("align", 0, 0, f"{r.audio}: left out: {outcome.detail}")
+    return outcomes
+
+
+def _boundary_shift(report: RoundReport, previous: Path, target: Path) -> None:
+    """How far the word boundaries of the recordings used moved from the round before."""
+    shifts = [
+        s
+        for o in report.used
+        if (previous / f"{o.utt_id}.TextGrid").is_file()
+        for s in _word_shift(previous / f"{o.utt_id}.TextGrid", target / f"{o.utt_id}.TextGrid")
+    ]
+    if shifts:
+        report.word_boundary_shift_ms = 1000 * float(np.mean(shifts))
+        report.word_boundaries_within_20ms = float(np.mean(np.array(shifts) <= 0.020))
+
+
 def adapt(
     corpus: str | Path,
     out: str | Path,
@@ -505,23 +534,7 @@ def adapt(
     aligning = start_dir
     previous: Path | None = None
     for k in range(1, (1 if shard is not None else config.rounds) + 1):
-        outcomes = {
-            r.utt_id: RecordingOutcome(r.utt_id, r.speaker, str(r.audio)) for r in found.recordings
-        }
-        for r in found.recordings:
-            if r.problem is not None:
-                outcome = outcomes[r.utt_id]
-                outcome.reason, outcome.detail = _reason(r.problem), r.problem
-                if k == 1:
-                    on_progress("align", 0, 0, f"{r.audio}: left out: {r.problem}")
-            elif not normalize_text(r.text):
-                outcome = outcomes[r.utt_id]
-                outcome.reason, outcome.detail = (
-                    "empty transcript",
-                    f"{r.audio}: no words in {r.text!r}",
-                )
-                if k == 1:
-                    on_progress("align", 0, 0, f"{r.audio}: left out: the transcript has no words")
+        outcomes = _screen(found, on_progress if k == 1 else _quiet)
         todo = {u: p for u, p in staged.items() if outcomes[u].reason is None}
         round_report = RoundReport(k, str(aligning), list(outcomes.values()))
         report.rounds.append(round_report)
@@ -534,17 +547,7 @@ def adapt(
             break
         _leave_out_mismatches(round_report, config.mismatch_mads, on_progress)
         if previous is not None:
-            shifts = [
-                s
-                for o in round_report.used
-                if (previous / f"{o.utt_id}.TextGrid").is_file()
-                for s in _word_shift(
-                    previous / f"{o.utt_id}.TextGrid", target / f"{o.utt_id}.TextGrid"
-                )
-            ]
-            if shifts:
-                round_report.word_boundary_shift_ms = 1000 * float(np.mean(shifts))
-                round_report.word_boundaries_within_20ms = float(np.mean(np.array(shifts) <= 0.020))
+            _boundary_shift(round_report, previous, target)
         t0 = time.perf_counter()
         on_progress("featurize", 0, 1, None)
         store = _featurize_round(round_report, staged, splits, target, out, start, config.jobs)
