@@ -19,7 +19,7 @@ phonelabel featurize "$WORK/syn" "$WORK/syn_feat"
 
 # 2. adapt (defaults: 1 round, 8 epochs, mismatch threshold median - 3 MAD)
 phonelabel adapt "$REAL/transcribed" --out "$WORK/adapted" --model "$WORK/start" \
-    --mix "$WORK/syn_feat" --mix-share 0.3 --seed 0
+    --mix "$WORK/syn_feat" --seed 0   # --mix-share 0.5, the default
 
 # 3. measure: real speech (frames and boundaries) and synthetic unseen voices, before and after
 for m in start adapted; do
