@@ -7,6 +7,7 @@ this package registers every command, in the order `--help` lists them.
 """
 
 from phonelabel.cli import data, train, evaluate, label, demo  # noqa: F401, I001  (registers, in order)
+from phonelabel.cli import adapt  # noqa: F401, E402  (registers adapt)
 from phonelabel.cli.app import app, main
 
 __all__ = ["app", "main"]

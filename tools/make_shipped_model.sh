@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build the shipped model (models/default) that has heard real people: 0.3.0's synthetic
+# model adapted with `phonelabel adapt` on ../shared/realspeech/transcribed (real recordings,
+# words only), synthetic frames mixed in against forgetting. Then measure it against the
+# starting model on real speech (mfa/, never trained on) and on synthetic unseen voices.
+#
+# usage: tools/make_shipped_model.sh [WORK_DIR]   (run from the repository root; hours on 2 CPU cores,
+#        minutes on a GPU: add --device cuda to the adapt line)
+set -euo pipefail
+WORK=${1:-build-shipped}
+REAL=${REAL:-../shared/realspeech}
+START=${START:-models/default}   # the 0.3.0 model (synthetic voices only)
+mkdir -p "$WORK"
+cp -r "$START" "$WORK/start"                # keep the starting model: models/default is replaced below
+
+# 1. a synthetic store to mix in (its train split) and to measure unseen voices on (its test split)
+phonelabel synth "$WORK/syn" --speakers 40 --utterances-per-speaker 8 --seed 7
+phonelabel featurize "$WORK/syn" "$WORK/syn_feat"
+
+# 2. adapt (defaults: 1 round, 8 epochs, mismatch threshold median - 3 MAD)
+phonelabel adapt "$REAL/transcribed" --out "$WORK/adapted" --model "$WORK/start" \
+    --mix "$WORK/syn_feat" --seed 0   # --mix-share 0.5, the default
+
+# 3. measure: real speech (frames and boundaries) and synthetic unseen voices, before and after
+for m in start adapted; do
+    phonelabel evaluate "$WORK/$m" "$REAL/mfa" --split all --json "$WORK/$m-mfa.json"
+    phonelabel evaluate "$WORK/$m" "$REAL/mfa" --split all --align --json "$WORK/$m-mfa-align.json"
+    phonelabel evaluate "$WORK/$m" "$WORK/syn_feat" --split test --json "$WORK/$m-syn-test.json"
+done
+
+# 4. ship it (model.pt, config.json, metrics.jsonl, curves.png; adapt.json/png as its report)
+for f in model.pt config.json metrics.jsonl curves.png adapt.json adapt.png; do
+    cp "$WORK/adapted/$f" models/default/
+done
+echo "new shipped model in models/default; figures in $WORK/*.json"
