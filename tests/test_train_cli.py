@@ -72,7 +72,9 @@ def test_train_learns_and_writes_a_complete_model_dir(tone_model, tone_store):
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_weights(tone_store, tmp_path):
-    args = ["train", str(tone_store), *SMALL, "--epochs", "2", "--seed", "3", "--device", "cpu"]
+    # one epoch each: every window's shuffle, dropout and masking draws from the seed; that
+    # later epochs repeat too is pinned by test_resume.py (a 2-epoch run, killed and resumed)
+    args = ["train", str(tone_store), *SMALL, "--epochs", "1", "--seed", "3", "--device", "cpu"]
     for name in ("a", "b"):
         result = runner.invoke(app, [*args, "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
@@ -180,16 +182,11 @@ def test_an_out_that_cannot_be_made_is_refused_before_training(tone_store, tmp_p
     assert "Traceback" not in result.output and "epoch" not in result.output
 
 
-def test_resume_with_another_store_is_refused(tone_model, tone_corpus, tmp_path):
-    from phonelabel.features import FeatureConfig
-    from phonelabel.store import featurize
-
+def test_resume_with_another_store_is_refused(tone_model, tone_global_store, tmp_path):
     out = tmp_path / "m"
     shutil.copytree(tone_model, out)  # a finished run, trained on tone_store
-    other = tmp_path / "global"
-    featurize(tone_corpus, other, FeatureConfig(normalization="global"), jobs=1)
     result = runner.invoke(
-        app, ["train", str(other), "--out", str(out), "--resume", "--epochs", "7"]
+        app, ["train", str(tone_global_store), "--out", str(out), "--resume", "--epochs", "7"]
     )
     assert result.exit_code == 2 and "not the feature store this run started on" in result.output
     assert history(out) == history(tone_model)
