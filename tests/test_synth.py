@@ -11,6 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile
+from conftest import FLITE_CORPUS
 from typer.testing import CliRunner
 
 import phonelabel.corpus.engines as tts
@@ -170,11 +171,11 @@ def _phn_samples(path):
 
 
 @pytest.mark.slow
-def test_silence_adds_seeded_lead_in_and_lead_out_room_tone_labelled_h_sharp(tmp_path):
-    kwargs = dict(speakers=4, utterances_per_speaker=2, seed=3, jobs=1, engines=("flite",))
-    synth.synthesize(tmp_path / "clean", conditions="none", **kwargs)
-    synth.synthesize(tmp_path / "padded", conditions="silence,tone", **kwargs)
-    clean = {u.utt_id: u for u in find_utterances(tmp_path / "clean")}
+def test_silence_adds_seeded_lead_in_and_lead_out_room_tone_labelled_h_sharp(
+    flite_corpus, tmp_path
+):
+    synth.synthesize(tmp_path / "padded", conditions="silence,tone", **FLITE_CORPUS)
+    clean = {u.utt_id: u for u in find_utterances(flite_corpus)}
     leads = set()
     for u in find_utterances(tmp_path / "padded"):
         c = clean[u.utt_id]
