@@ -14,9 +14,10 @@ import pytest
 import soundfile
 
 RATE = 16000
-TRAINING_FIXTURES = {"tone_model", "global_tone_model", "synth_corpus"}  # train or synthesise
+# fixtures that train or synthesise (their users are slow)
+TRAINING_FIXTURES = {"tone_model", "global_tone_model", "synth_corpus", "flite_corpus"}
 TONE_PHONES = ("h#", "aa", "iy", "s", "sh", "m", "n", "pau", "tcl", "t", "q", "ow")
-
+FLITE_CORPUS = dict(speakers=4, utterances_per_speaker=2, seed=3, jobs=1, engines=("flite",))
 
 SLOW_TIMEOUT = 600  # seconds for a slow test (pyproject's ``timeout`` for the rest)
 
@@ -115,6 +116,17 @@ def synth_corpus(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synth") / "corpus"
     synthesize(out, speakers=8, utterances_per_speaker=3, seed=0, jobs=2, conditions="none")
+    return out
+
+
+@pytest.fixture(scope="session")
+def flite_corpus(tmp_path_factory) -> Path:
+    """4 speakers x 2 utterances from flite alone, seed 3, clean (``FLITE_CORPUS``): what
+    conditions and silence padding are compared against (read it, do not write into it)."""
+    from phonelabel.corpus.synth import synthesize
+
+    out = tmp_path_factory.mktemp("flite") / "corpus"
+    synthesize(out, conditions="none", **FLITE_CORPUS)
     return out
 
 

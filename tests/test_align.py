@@ -397,6 +397,7 @@ def test_training_stores_the_phone_priors(tone_model, tone_store):
     np.testing.assert_allclose(config["phone_priors"], expected)
 
 
+@pytest.mark.slow  # two spawned workers, each importing torch
 def test_align_jobs_and_shards_write_the_bytes_of_one_process(tmp_path):
     from conftest import tone_utterance
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
+from conftest import FLITE_CORPUS
 
 from phonelabel.corpus import conditions as cond
 from phonelabel.corpus import synth
@@ -117,14 +118,12 @@ def test_vtlp_speakers_vary_vocal_tract_and_keep_pitch_in_range():
 
 
 @pytest.mark.slow
-def test_conditions_change_the_audio_never_the_labels(tmp_path):
-    kwargs = dict(speakers=4, utterances_per_speaker=2, seed=3, jobs=1, engines=("flite",))
-    synth.synthesize(tmp_path / "clean", conditions="none", **kwargs)
+def test_conditions_change_the_audio_never_the_labels(flite_corpus, tmp_path):
     report = synth.synthesize(
-        tmp_path / "heard", conditions="tone,room,noise,babble,channel,phone,gain", **kwargs
+        tmp_path / "heard", conditions="tone,room,noise,babble,channel,phone,gain", **FLITE_CORPUS
     )
     assert report.synthesized == 8 and not report.skipped
-    clean = {u.utt_id: u for u in find_utterances(tmp_path / "clean")}
+    clean = {u.utt_id: u for u in find_utterances(flite_corpus)}
     changed = 0
     for u in find_utterances(tmp_path / "heard"):
         c = clean[u.utt_id]

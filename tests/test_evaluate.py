@@ -35,11 +35,9 @@ def store(tone_store) -> Path:
     return tone_store
 
 
-@pytest.fixture(scope="module")
-def global_store(tone_corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("evaluate") / "global"
-    featurize(tone_corpus, out, FeatureConfig(normalization="global"), jobs=1)
-    return out
+@pytest.fixture
+def global_store(tone_global_store) -> Path:
+    return tone_global_store
 
 
 def random_model(directory: Path, store_path: Path, seed: int = 0, **changes) -> Path:

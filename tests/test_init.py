@@ -18,9 +18,7 @@ from typer.testing import CliRunner
 
 from phonelabel.cli import app
 from phonelabel.config import ModelConfig, TrainConfig
-from phonelabel.features import FeatureConfig
 from phonelabel.modeldir import load_state_dict, save_state_dict
-from phonelabel.store import featurize
 from phonelabel.train import train
 
 runner = CliRunner()
@@ -57,6 +55,7 @@ def test_init_from_a_model_dir_beats_random_weights(tone_store, tone_model, tmp_
     assert started > random + 0.08, (random, started)
 
 
+@pytest.mark.slow  # two epochs of the default 2 x 256 model
 def test_init_default_starts_from_the_shipped_model(tone_store, tmp_path):
     # measured (1 epoch, the default size 2 x 256, delay 3, seeds 1/2): random 0.361/0.304,
     # from the shipped model 0.514/0.542 dev frame accuracy
@@ -88,9 +87,10 @@ def test_an_init_model_with_another_delay_is_refused(tone_store, tone_model, tmp
     assert not (out / "model.pt").exists() and not (out / "checkpoint.pt").exists()
 
 
-def test_an_init_model_with_another_feature_config_is_refused(tone_corpus, tone_model, tmp_path):
-    store = tmp_path / "global"  # tone_model's features are normalised per speaker
-    featurize(tone_corpus, store, FeatureConfig(normalization="global"), jobs=1)
+def test_an_init_model_with_another_feature_config_is_refused(
+    tone_global_store, tone_model, tmp_path
+):
+    store = tone_global_store  # tone_model's features are normalised per speaker
     out = tmp_path / "m"
     result = runner.invoke(
         app, ["train", str(store), "--out", str(out), *TONE_SIZE, *QUICK, "--init", str(tone_model)]

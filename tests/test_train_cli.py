@@ -1,14 +1,10 @@
 """`phonelabel train` end to end on a real (tone) feature store: learning, determinism,
-resume after kill -9, bad input."""
+refusals, bad input. Resume after kill -9, at moments spread over a run: test_resume.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -72,7 +68,9 @@ def test_train_learns_and_writes_a_complete_model_dir(tone_model, tone_store):
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_weights(tone_store, tmp_path):
-    args = ["train", str(tone_store), *SMALL, "--epochs", "2", "--seed", "3", "--device", "cpu"]
+    # one epoch each: every window's shuffle, dropout and masking draws from the seed; that
+    # later epochs repeat too is pinned by test_resume.py (a 2-epoch run, killed and resumed)
+    args = ["train", str(tone_store), *SMALL, "--epochs", "1", "--seed", "3", "--device", "cpu"]
     for name in ("a", "b"):
         result = runner.invoke(app, [*args, "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
@@ -83,59 +81,6 @@ def test_same_seed_gives_identical_weights(tone_store, tmp_path):
     )
     assert other.exit_code == 0
     assert not torch.equal(weights(tmp_path / "c")["output.weight"], a["output.weight"])
-
-
-@pytest.mark.slow
-def test_resume_after_kill_continues_exactly(tone_store, tmp_path):
-    args = [*SMALL, "--epochs", "4", "--seed", "1", "--device", "cpu", "--checkpoint-seconds", "0"]
-    whole = runner.invoke(app, ["train", str(tone_store), "--out", str(tmp_path / "whole"), *args])
-    assert whole.exit_code == 0, whole.output
-
-    killed = tmp_path / "killed"
-    command = [
-        sys.executable,
-        "-m",
-        "phonelabel.cli",
-        "train",
-        str(tone_store),
-        "--out",
-        str(killed),
-        *args,
-    ]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (killed / "metrics.jsonl").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the second epoch, past a few mid-epoch checkpoints
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    assert len(history(killed)) < 4
-
-    resumed = runner.invoke(
-        app,
-        [
-            "train",
-            str(tone_store),
-            "--out",
-            str(killed),
-            "--resume",
-            "--epochs",
-            "4",
-            "--device",
-            "cpu",
-        ],
-    )
-    assert resumed.exit_code == 0, resumed.output
-    a, b = weights(tmp_path / "whole"), weights(killed)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    accuracies = lambda d: [r["dev_frame_accuracy_61"] for r in history(d)]  # noqa: E731
-    assert accuracies(killed) == accuracies(tmp_path / "whole")
 
 
 def test_existing_output_is_never_overwritten(tone_model, tone_store):
@@ -180,16 +125,11 @@ def test_an_out_that_cannot_be_made_is_refused_before_training(tone_store, tmp_p
     assert "Traceback" not in result.output and "epoch" not in result.output
 
 
-def test_resume_with_another_store_is_refused(tone_model, tone_corpus, tmp_path):
-    from phonelabel.features import FeatureConfig
-    from phonelabel.store import featurize
-
+def test_resume_with_another_store_is_refused(tone_model, tone_global_store, tmp_path):
     out = tmp_path / "m"
     shutil.copytree(tone_model, out)  # a finished run, trained on tone_store
-    other = tmp_path / "global"
-    featurize(tone_corpus, other, FeatureConfig(normalization="global"), jobs=1)
     result = runner.invoke(
-        app, ["train", str(other), "--out", str(out), "--resume", "--epochs", "7"]
+        app, ["train", str(tone_global_store), "--out", str(out), "--resume", "--epochs", "7"]
     )
     assert result.exit_code == 2 and "not the feature store this run started on" in result.output
     assert history(out) == history(tone_model)

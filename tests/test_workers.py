@@ -74,6 +74,7 @@ def test_shards_partition_the_files_and_together_write_the_whole_run(tmp_path):
     assert {**parts[0], **parts[1], **parts[2]} == whole
 
 
+@pytest.mark.slow  # two spawned worker processes
 def test_two_jobs_write_the_bytes_of_one(tmp_path):
     sources = _recordings(tmp_path / "in", 4)
     one = _run(sources, tmp_path / "one")
