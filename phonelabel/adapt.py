@@ -62,7 +62,6 @@ ALIGNMENTS_DIR = "alignments"
 STAGED_DIR = "corpus"  # the recordings (links) with their words as <utt>.txt, by speaker
 REPORT = "adapt.json"
 PLOT = "adapt.png"
-METRICS = "metrics.jsonl"  # train's per-epoch record in a model dir
 MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 # why a recording was left out, in the words of the report
 REASONS = (
@@ -441,7 +440,7 @@ def _check_out(out: Path) -> None:
 
 def _training_config(start: Any, config: AdaptConfig, start_dir: Path) -> TrainConfig:
     model = start.model.config
-    return TrainConfig(
+    return TrainConfig.of(
         hidden=model.hidden,
         layers=model.layers,
         dropout=model.dropout,
@@ -452,14 +451,6 @@ def _training_config(start: Any, config: AdaptConfig, start_dir: Path) -> TrainC
         device=config.device,
         init=str(start_dir.resolve()),
     )
-
-
-def _best_dev(model_dir: Path) -> float | None:
-    """The best epoch's dev frame accuracy (61): the model kept."""
-    lines = (model_dir / METRICS).read_text(encoding="utf-8").splitlines()
-    values = [json.loads(line).get("dev_frame_accuracy_61") for line in lines if line.strip()]
-    values = [v for v in values if v is not None]
-    return max(values) if values else None
 
 
 def _screen(found: TranscribedCorpus, on_progress: Progress) -> dict[str, RecordingOutcome]:
@@ -562,9 +553,12 @@ def adapt(
             if p.epoch_done is not None:
                 on_progress(f"train round {k}", p.epoch, p.epochs, None)
 
-        train(store, trained_dir, _training_config(start, config, start_dir), on_progress=progress)
+        result = train(
+            store, trained_dir, _training_config(start, config, start_dir), on_progress=progress
+        )
         round_report.seconds["train"] = time.perf_counter() - t0
-        round_report.dev_agreement = _best_dev(trained_dir)
+        best = result.best  # the epoch whose weights the round keeps
+        round_report.dev_agreement = best.dev_frame_accuracy_61 if best else None
         aligning, previous = trained_dir, target
     report.audio_minutes = sum(o.seconds for o in report.rounds[0].outcomes) / 60
     report.seconds = time.perf_counter() - began

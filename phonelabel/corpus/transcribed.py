@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from phonelabel.align import AUDIO_SUFFIXES, pair_inputs
+from phonelabel.align import pair_inputs
+from phonelabel.audio import AUDIO_SUFFIXES
 from phonelabel.errors import PhonelabelError
 
 FORMS = ("commonvoice", "ljspeech", "librispeech", "beside")
