@@ -17,6 +17,7 @@ same segments.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from phonelabel.modeldir import TrainedModel, default_model_dir, load_model
 from phonelabel.plots import plot_audio_file
 from phonelabel.workers import Shard, check_counts, map_in_workers, work_units
 
-CACHE_SECONDS = 1200.0  # files up to 20 min keep first-pass features (19 MB at 39 dims)
+CACHE_SECONDS = 120.0  # files up to 2 min keep their features in memory, longer ones on disk
 BATCH_SECONDS = 60.0  # label_batch: longer files are labelled alone, in blocks
 GPU_BATCH_FILES = 32  # recordings per LSTM pass on a GPU (default_batch_files)
 
@@ -212,10 +213,11 @@ def recording_features(
     read recordings through here.
 
     A speaker-normalised model needs the recording's statistics first (a recording is one
-    speaker): pass one featurizes the file and sums; pass two reads the first pass's
-    features when the file is at most ``cache_seconds`` long (39-dim features take 9.4 MB
-    per 10 min), else featurizes it again. ``on_progress(done, total)`` counts seconds of
-    audio over both passes.
+    speaker): the file is featurized once, its statistics summed while the raw blocks are
+    kept for the second read, in memory when the file is at most ``cache_seconds`` long
+    (39-dim features take 9.4 MB per 10 min), else in an anonymous temporary file
+    (``FeatureSpool``). ``on_progress(done, total)`` counts seconds of audio over both
+    reads.
     """
     if frame_count(int(audio.seconds * SAMPLE_RATE), config) == 0:
         raise PhonelabelError(
@@ -238,28 +240,65 @@ def recording_features(
         if on_progress is not None and last:  # frames stop short of the last samples
             on_progress(total, total)
 
-    def first_pass(last: bool) -> tuple[FeatureStream, Iterator[np.ndarray]]:
-        stream = FeatureStream(config)
-        samples = reported(audio.blocks(block_seconds), 1 / SAMPLE_RATE, last)
-        return stream, stream.frames(samples)
-
-    stream, raw = first_pass(last=not speaker)
+    stream = FeatureStream(config)
+    raw = stream.frames(reported(audio.blocks(block_seconds), 1 / SAMPLE_RATE, not speaker))
     if not speaker:
         mean, std = normalization_stats(config, prior)
         return RecordingFeatures(stream, raw, mean, std, "global")
-    cache: list[np.ndarray] | None = [] if audio.seconds <= cache_seconds else None
     moments = Moments()
-    for block in raw:
-        moments.add(block, config)
-        if cache is not None:
-            cache.append(block)
-    if cache is None:
-        stream, raw = first_pass(last=True)
-    else:
-        raw = reported(cache, config.hop_length / config.sample_rate, last=True)
+    spool = FeatureSpool(config.dim, in_memory=audio.seconds <= cache_seconds)
+    try:
+        for block in raw:
+            moments.add(block, config)
+            spool.append(block)
+    except BaseException:
+        spool.close()
+        raise
+    raw = reported(spool.replay(), config.hop_length / config.sample_rate, last=True)
     mean, std = normalization_stats(config, prior, moments)
     described = "speaker (this recording, blended with the model's prior)"
     return RecordingFeatures(stream, raw, mean, std, described)
+
+
+class FeatureSpool:
+    """Raw (n, D) float32 feature blocks written once and read back once, in order: a list
+    in memory, or an anonymous temporary file (``tempfile.TemporaryFile``: it has no name,
+    so the system frees it when it is closed or the process ends, also on Ctrl-C or
+    SIGKILL). The file is written and read with plain I/O, not memory-mapped: mapped pages
+    would count in the process's resident memory, the page cache's do not."""
+
+    def __init__(self, dim: int, in_memory: bool):
+        self.dim = dim
+        self.blocks: list[np.ndarray] = []
+        self.rows: list[int] = []  # rows of each block in the file
+        self.file = None if in_memory else tempfile.TemporaryFile(prefix="phonelabel-features-")
+
+    def append(self, block: np.ndarray) -> None:
+        if self.file is None:
+            self.blocks.append(block)
+            return
+        self.file.write(np.ascontiguousarray(block, dtype=np.float32).data)
+        self.rows.append(len(block))
+
+    def replay(self) -> Iterator[np.ndarray]:
+        """The blocks as appended; closes the file after the last (or when dropped early)."""
+        if self.file is None:
+            blocks, self.blocks = self.blocks, []
+            yield from blocks
+            return
+        try:
+            self.file.seek(0)
+            for rows in self.rows:
+                block = np.empty((rows, self.dim), dtype=np.float32)
+                if self.file.readinto(memoryview(block).cast("B")) != block.nbytes:
+                    raise OSError("temporary feature file ended early")
+                yield block
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def label_file(
