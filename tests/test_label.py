@@ -143,6 +143,66 @@ def test_file_in_small_blocks_equals_whole_file_labelling(
     assert labelled.segments[0].start == 0 and labelled.segments[-1].end == 4.0
 
 
+def _open_files() -> set[str]:
+    """What this process's file descriptors point at (a temp file shows as '... (deleted)')."""
+    fds = Path("/proc/self/fd")
+    found = set()
+    for fd in fds.iterdir():
+        try:
+            found.add(str((fds / fd.name).readlink()))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_long_recording_is_featurized_once_spooled_to_a_temp_file_that_goes_away(
+    tmp_path, random_model, monkeypatch
+):
+    """Over ``cache_seconds`` the first read's features go to an anonymous temp file, not a
+    second featurization: the output bytes equal the in-memory run's (which equal the two-pass
+    run's of 0.3.0: featurizing is deterministic), nothing stays open or on disk (also when
+    the run stops half-way), and the audio is featurized exactly once."""
+    import phonelabel.features as features_module
+
+    path = write_wav(tmp_path / "long.wav", tone_recording(6.0, seed=7))
+    labeller = load_labeller(random_model, "cpu")
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool_dir))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    featurized = []
+    compute = features_module.compute_features
+    monkeypatch.setattr(
+        features_module,
+        "compute_features",
+        lambda samples, config: featurized.append(len(samples)) or compute(samples, config),
+    )
+    before = _open_files()
+    outputs = {}
+    for cache in (60.0, 1.0):  # in memory; spooled
+        featurized.clear()
+        labelled = label_file(path, labeller, block_seconds=0.5, cache_seconds=cache)
+        outputs[cache] = tmp_path / f"{cache}.json"
+        labelled.write("json", outputs[cache])
+        assert sum(featurized) < 6.0 * RATE * 1.2  # once, with a little context per block
+    assert outputs[60.0].read_bytes() == outputs[1.0].read_bytes()
+    assert _open_files() == before and not any(spool_dir.iterdir())
+    assert_same_segments(labelled.segments, whole_file_segments(path, labeller))
+
+    from phonelabel.audio import AudioFile
+    from phonelabel.label import recording_features
+
+    features = recording_features(AudioFile(path), labeller.feature, labeller.trained.stats)
+    spooled = recording_features(
+        AudioFile(path), labeller.feature, labeller.trained.stats, cache_seconds=1.0
+    )
+    assert any("(deleted)" in f for f in _open_files() - before)  # open, nameless
+    first = next(spooled.blocks)
+    np.testing.assert_array_equal(first, next(features.blocks))
+    spooled.blocks.close()  # a run stopped half-way (an error, Ctrl-C) closes it too
+    assert _open_files() == before and not any(spool_dir.iterdir())
+
+
 def test_resampled_stereo_flac_in_blocks_equals_whole_file(tmp_path, random_model):
     import soxr
 
