@@ -426,6 +426,47 @@ def test_label_from_stdin_prints_lines(tmp_path, random_model):
     assert result.exit_code == 2 and "stdin holds a WAV file, not raw PCM" in result.stderr
 
 
+def test_label_from_a_real_pipe_prints_segments_before_the_writer_closes_it(tmp_path, random_model):
+    """`producer | phonelabel label -`: PCM written in pieces with pauses reaches the
+    command through an OS pipe, and its first segments come out on stdout while the writer
+    still holds the pipe open, more audio to come."""
+    import threading
+    import time
+
+    data = pcm_bytes(write_wav(tmp_path / "a.wav", tone_recording(4.0, seed=6)))
+    run = subprocess.Popen(
+        [sys.executable, "-c", "from phonelabel.cli import main; main()", "label", "-",
+         "--model", str(random_model), "-f", "csv"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    lines: list[tuple[float, str]] = []  # (when, line)
+    reader = threading.Thread(
+        target=lambda: lines.extend((time.monotonic(), line.decode()) for line in run.stdout)
+    )
+    reader.start()
+    try:
+        half = len(data) // 2
+        for start in range(0, half, 3200):  # 2 s, in 100 ms pieces
+            run.stdin.write(data[start : start + 3200])
+            run.stdin.flush()
+            time.sleep(0.01)
+        deadline = time.monotonic() + 120  # the command's own start-up (a torch import)
+        while len(lines) < 3 and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        closed = time.monotonic()
+        run.stdin.write(data[half:])
+        run.stdin.close()
+        assert run.wait(timeout=120) == 0, run.stderr.read().decode()
+    finally:
+        run.kill()
+        reader.join(timeout=10)
+    assert lines[0][1].strip() == "start,end,phone,confidence"
+    early = [line for when, line in lines[1:] if when < closed]
+    assert len(early) >= 2, f"no segment before stdin closed ({len(lines)} lines in all)"
+    assert float(early[-1].split(",")[1]) <= 2.0  # from the audio written so far
+    assert len(lines) > len(early) + 1 and lines[-1][1].split(",")[1] == "4"
+
+
 def test_label_never_overwrites_the_alignment_beside_a_recording(tmp_path, random_model):
     wav = write_wav(tmp_path / "sx1.wav", tone_recording(1.0))
     reference = tmp_path / "sx1.phn"
