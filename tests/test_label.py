@@ -504,14 +504,16 @@ def test_shipped_default_model_labels_unseen_voices(tmp_path, synth_corpus):
     rate = {shift: count / total for shift, count in agree.items()}
     store = tmp_path / "store"  # the baselines, on the same voices: fitted on its train split
     featurize(synth_corpus, store, jobs=1)
-    constant, per_frame = np.max([store_baselines(store, split) for split in ("dev", "test")], 0)
-    assert rate[0] > per_frame + 0.15 and rate[0] > constant + 0.3, (
-        f"agreement {rate[0]:.3f}: not 0.15 above a per-frame predictor ({per_frame:.3f}) and "
-        f"0.3 above the commonest phone ({constant:.3f}); measured 0.576 vs 0.35 and 0.14"
+    # the strongest trivial predictor the test can fit: phone by frame position (it beats the
+    # commonest phone, 0.14); its best on either held-out split
+    per_frame = max(store_baselines(store, split)[1] for split in ("dev", "test"))
+    assert rate[0] > per_frame + 0.25, (
+        f"agreement {rate[0]:.3f}: not 0.25 above a per-frame predictor ({per_frame:.3f}); "
+        "measured in 0.3.0 with the shipped model: 0.653 vs 0.323"
     )
-    for shift in (-1, 1):  # measured 0.556 and 0.549 vs 0.576; at +-2 frames 0.51, 0.497
+    for shift in (-1, 1):  # measured 0.622 and 0.632 vs 0.653; at -+2 frames 0.567, 0.576
         assert rate[0] > rate[shift], rate
-        assert rate[0] > rate[2 * shift] + 0.04, rate
+        assert rate[0] > rate[2 * shift] + 0.05, rate
 
 
 def test_inputs_with_the_same_name_mirror_their_folders(tmp_path, tone_model):
