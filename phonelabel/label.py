@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Full, Queue
 from typing import IO, Any
 
 import numpy as np
@@ -170,11 +172,53 @@ def segment_stream(
     soon as it is final (``SegmentDecoder``)."""
     posteriors = PosteriorStream(labeller.trained.model, labeller.device)
     decoder = SegmentDecoder(labeller, check_every)
-    for raw in raw_features:
-        yield from decoder.push(posteriors.push(normalizer(raw)))
+    # the LSTM (torch, which releases the GIL) runs a block ahead in a thread of its own
+    # while this one decodes: on two cores the Viterbi's time hides behind the LSTM's
+    for log_posteriors in run_ahead(posteriors.push(normalizer(raw)) for raw in raw_features):
+        yield from decoder.push(log_posteriors)
     if features.done == 0:
         raise _shorter_than_a_frame(name, features)
     yield from decoder.finish(posteriors.finish(), features.samples)
+
+
+def run_ahead(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, computed up to ``depth`` ahead of the caller in a background thread; its
+    exception is raised here, in order. Leaving early (an error, Ctrl-C, ``close``) stops
+    the thread at its next item (a daemon: one blocked on input ends with the process)."""
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+        except BaseException as error:  # raised in the consumer, in order
+            put((False, error))
+            return
+        put((False, None))
+
+    thread = threading.Thread(target=produce, name="phonelabel-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = queue.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _shorter_than_a_frame(name: str, features: FeatureStream) -> PhonelabelError:
