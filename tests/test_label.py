@@ -361,6 +361,31 @@ def test_label_many_files_with_bad_ones_labels_the_rest_and_exits_2(tmp_path, ra
     assert (out / "good.csv").read_text().startswith("start,end,phone,confidence\n0,")
 
 
+def test_run_label_resolves_a_run_once_and_counts_what_it_wrote(tmp_path, random_model):
+    """The library side of `label`: one call checks and sets up the run (LabelRun), the
+    results count as they come, and an interruption names what was kept."""
+    from phonelabel.label import LabelRun, run_label
+
+    good = write_wav(tmp_path / "a.wav", tone_recording(0.5))
+    bad = tmp_path / "b.wav"
+    bad.write_bytes(b"not audio")
+    out = tmp_path / "out"
+    run = run_label([str(good), str(bad)], random_model, "csv", out, device="cpu", shard="1/1")
+    assert isinstance(run, LabelRun) and run.lines is None
+    assert (run.inputs, run.total, str(run.shard)) == (2, 2, "1/1")
+    results = list(run)
+    assert [type(r).__name__ for r in results] == ["Labelled", "Failure"]
+    assert (run.written, run.failed) == (1, 1) and (out / "a.csv").is_file()
+    assert run.kept() == f"kept 1 whole outputs in {out}; run the same command again"
+    with pytest.raises(PhonelabelError, match="stdin must be the only input"):
+        run_label(["-", str(good)], random_model)
+    with pytest.raises(PhonelabelError, match="2 inputs: give out DIR"):
+        run_label([str(good), str(good)], random_model)
+    streamed = run_label(["-"], random_model, "csv", stdin=io.BytesIO(pcm_bytes(good)))
+    assert next(streamed.lines) == "start,end,phone,confidence"
+    assert list(streamed.lines)[-1].split(",")[1] == "0.5"
+
+
 def test_model_dir_without_config_is_one_line_and_exit_2(tmp_path, random_model):
     path = write_wav(tmp_path / "a.wav", tone_recording(0.5))
     broken = tmp_path / "broken"
