@@ -18,7 +18,6 @@ same segments.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
@@ -37,6 +36,7 @@ from phonelabel.decode import DecoderParams, SegmentBuilder, make_decoder
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import (
     FeatureConfig,
+    FeatureSpool,
     FeatureStream,
     Moments,
     RunningNormalizer,
@@ -279,7 +279,7 @@ def recording_features(
     speaker): the file is featurized once, its statistics summed while the raw blocks are
     kept for the second read, in memory when the file is at most ``cache_seconds`` long
     (39-dim features take 9.4 MB per 10 min), else in an anonymous temporary file
-    (``FeatureSpool``). ``on_progress(done, total)`` counts seconds of audio over both
+    (``features.FeatureSpool``). ``on_progress(done, total)`` counts seconds of audio over both
     reads.
     """
     if frame_count(int(audio.seconds * SAMPLE_RATE), config) == 0:
@@ -321,47 +321,6 @@ def recording_features(
     mean, std = normalization_stats(config, prior, moments)
     described = "speaker (this recording, blended with the model's prior)"
     return RecordingFeatures(stream, raw, mean, std, described)
-
-
-class FeatureSpool:
-    """Raw (n, D) float32 feature blocks written once and read back once, in order: a list
-    in memory, or an anonymous temporary file (``tempfile.TemporaryFile``: it has no name,
-    so the system frees it when it is closed or the process ends, also on Ctrl-C or
-    SIGKILL). The file is written and read with plain I/O, not memory-mapped: mapped pages
-    would count in the process's resident memory, the page cache's do not."""
-
-    def __init__(self, dim: int, in_memory: bool):
-        self.dim = dim
-        self.blocks: list[np.ndarray] = []
-        self.rows: list[int] = []  # rows of each block in the file
-        self.file = None if in_memory else tempfile.TemporaryFile(prefix="phonelabel-features-")
-
-    def append(self, block: np.ndarray) -> None:
-        if self.file is None:
-            self.blocks.append(block)
-            return
-        self.file.write(np.ascontiguousarray(block, dtype=np.float32).data)
-        self.rows.append(len(block))
-
-    def replay(self) -> Iterator[np.ndarray]:
-        """The blocks as appended; closes the file after the last (or when dropped early)."""
-        if self.file is None:
-            blocks, self.blocks = self.blocks, []
-            yield from blocks
-            return
-        try:
-            self.file.seek(0)
-            for rows in self.rows:
-                block = np.empty((rows, self.dim), dtype=np.float32)
-                if self.file.readinto(memoryview(block).cast("B")) != block.nbytes:
-                    raise OSError("temporary feature file ended early")
-                yield block
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
 
 
 def label_file(
