@@ -8,10 +8,10 @@ yields exactly the frames ``compute_features`` gives the whole signal,
 delay as the whole-utterance pass does, and ``decode.ViterbiDecoder`` emits frames once all
 surviving paths agree. Files are read twice when the model normalises per speaker (a
 recording is one speaker) but featurized once: the first read gathers the recording's
-``features.Moments`` while its raw features are kept (``FeatureSpool``: in memory, or an
-anonymous temp file for a long one), the second labels them. A stream cannot look ahead, so ``features.RunningNormalizer`` normalises
-each frame by the statistics of the frames so far (the same rule); its output then differs
-slightly from a whole-file run. With "global" normalisation streaming and files give the
+``features.Moments`` while its raw features are kept (``features.FeatureSpool``: in memory,
+or an anonymous temp file for a long one), the second labels them. A stream cannot look
+ahead, so ``features.RunningNormalizer`` normalises each frame by the statistics of the
+frames so far (the same rule); its output then differs slightly from a whole-file run. With "global" normalisation streaming and files give the
 same segments.
 """
 
@@ -279,8 +279,8 @@ def recording_features(
     speaker): the file is featurized once, its statistics summed while the raw blocks are
     kept for the second read, in memory when the file is at most ``cache_seconds`` long
     (39-dim features take 9.4 MB per 10 min), else in an anonymous temporary file
-    (``features.FeatureSpool``). ``on_progress(done, total)`` counts seconds of audio over both
-    reads.
+    (``features.FeatureSpool``). ``on_progress(done, total)`` counts seconds of audio over
+    both reads.
     """
     if frame_count(int(audio.seconds * SAMPLE_RATE), config) == 0:
         raise PhonelabelError(
