@@ -11,8 +11,8 @@ recording is one speaker) but featurized once: the first read gathers the record
 ``features.Moments`` while its raw features are kept (``features.FeatureSpool``: in memory,
 or an anonymous temp file for a long one), the second labels them. A stream cannot look
 ahead, so ``features.RunningNormalizer`` normalises each frame by the statistics of the
-frames so far (the same rule); its output then differs slightly from a whole-file run. With "global" normalisation streaming and files give the
-same segments.
+frames so far (the same rule); its output then differs slightly from a whole-file run.
+With "global" normalisation streaming and files give the same segments.
 """
 
 from __future__ import annotations
