@@ -4,8 +4,8 @@ Writes a 10-minute 16 kHz WAV of chord-and-noise "phones", loads the shipped def
 (2 x 256 LSTM, 39-dim MFCC input; or with --random-model a random one of any size, its
 output layer sharpened so the posteriors are peaky like a trained model's) and times ``label_file`` end to end (wall clock, and CPU time for a busy machine): block
 reading, features (one featurization pass for the statistics; its features kept for the
-second read, on disk past 2 min), LSTM with state carried across blocks, run a block ahead
-of the incremental Viterbi in a thread, segments. Then each stage alone, and then
+second read, on disk past 2 min), LSTM with state carried across blocks, incremental
+Viterbi, segments. Then each stage alone, and then
 ``phonelabel label`` itself as a user runs it (a subprocess: start-up, imports and model
 load included, torch on every core). RTF = processing seconds / audio seconds; the target
 is <= 0.007 for the command, start-up included.

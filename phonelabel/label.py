@@ -18,12 +18,15 @@ With "global" normalisation streaming and files give the same segments.
 from __future__ import annotations
 
 import os
+<<<<<<< HEAD
 import threading
+=======
+import tempfile
+>>>>>>> parent of baa6a01 (label: the LSTM runs a block ahead in a thread (run_ahead) while the Viterbi decodes: same segments, the decoder's time hidden on two cores)
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Full, Queue
 from typing import IO, Any
 
 import numpy as np
@@ -172,53 +175,11 @@ def segment_stream(
     soon as it is final (``SegmentDecoder``)."""
     posteriors = PosteriorStream(labeller.trained.model, labeller.device)
     decoder = SegmentDecoder(labeller, check_every)
-    # the LSTM (torch, which releases the GIL) runs a block ahead in a thread of its own
-    # while this one decodes: on two cores the Viterbi's time hides behind the LSTM's
-    for log_posteriors in run_ahead(posteriors.push(normalizer(raw)) for raw in raw_features):
-        yield from decoder.push(log_posteriors)
+    for raw in raw_features:
+        yield from decoder.push(posteriors.push(normalizer(raw)))
     if features.done == 0:
         raise _shorter_than_a_frame(name, features)
     yield from decoder.finish(posteriors.finish(), features.samples)
-
-
-def run_ahead(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
-    """``items``, computed up to ``depth`` ahead of the caller in a background thread; its
-    exception is raised here, in order. Leaving early (an error, Ctrl-C, ``close``) stops
-    the thread at its next item (a daemon: one blocked on input ends with the process)."""
-    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((True, item)):
-                    return
-        except BaseException as error:  # raised in the consumer, in order
-            put((False, error))
-            return
-        put((False, None))
-
-    thread = threading.Thread(target=produce, name="phonelabel-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = queue.get()
-            if not ok:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
 
 
 def _shorter_than_a_frame(name: str, features: FeatureStream) -> PhonelabelError:
