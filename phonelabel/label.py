@@ -18,11 +18,6 @@ With "global" normalisation streaming and files give the same segments.
 from __future__ import annotations
 
 import os
-<<<<<<< HEAD
-import threading
-=======
-import tempfile
->>>>>>> parent of baa6a01 (label: the LSTM runs a block ahead in a thread (run_ahead) while the Viterbi decodes: same segments, the decoder's time hidden on two cores)
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
