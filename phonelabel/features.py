@@ -18,6 +18,7 @@ long recordings in blocks of frames (bounded memory).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -526,3 +527,44 @@ class FeatureStream:
         self.buffer = self.buffer[(keep - self.buffer_frame) * config.hop_length :]
         self.buffer_frame = keep
         return out
+
+
+class FeatureSpool:
+    """Raw (n, D) float32 feature blocks written once and read back once, in order: a list
+    in memory, or an anonymous temporary file (``tempfile.TemporaryFile``: it has no name,
+    so the system frees it when it is closed or the process ends, also on Ctrl-C or
+    SIGKILL). The file is written and read with plain I/O, not memory-mapped: mapped pages
+    would count in the process's resident memory, the page cache's do not."""
+
+    def __init__(self, dim: int, in_memory: bool):
+        self.dim = dim
+        self.blocks: list[np.ndarray] = []
+        self.rows: list[int] = []  # rows of each block in the file
+        self.file = None if in_memory else tempfile.TemporaryFile(prefix="phonelabel-features-")
+
+    def append(self, block: np.ndarray) -> None:
+        if self.file is None:
+            self.blocks.append(block)
+            return
+        self.file.write(np.ascontiguousarray(block, dtype=np.float32).data)
+        self.rows.append(len(block))
+
+    def replay(self) -> Iterator[np.ndarray]:
+        """The blocks as appended; closes the file after the last (or when dropped early)."""
+        if self.file is None:
+            blocks, self.blocks = self.blocks, []
+            yield from blocks
+            return
+        try:
+            self.file.seek(0)
+            for rows in self.rows:
+                block = np.empty((rows, self.dim), dtype=np.float32)
+                if self.file.readinto(memoryview(block).cast("B")) != block.nbytes:
+                    raise OSError("temporary feature file ended early")
+                yield block
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()

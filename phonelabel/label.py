@@ -6,17 +6,17 @@ stream. This module holds only the pipeline; its pieces live where they belong:
 yields exactly the frames ``compute_features`` gives the whole signal,
 ``model.PosteriorStream`` carries the LSTM state across blocks and honours the target
 delay as the whole-utterance pass does, and ``decode.ViterbiDecoder`` emits frames once all
-surviving paths agree. Files get two passes when the model normalises per speaker (a
-recording is one speaker): the first gathers the recording's ``features.Moments``, the
-second labels. A stream cannot look ahead, so ``features.RunningNormalizer`` normalises
-each frame by the statistics of the frames so far (the same rule); its output then differs
-slightly from a whole-file run. With "global" normalisation streaming and files give the
-same segments.
+surviving paths agree. Files are read twice when the model normalises per speaker (a
+recording is one speaker) but featurized once: the first read gathers the recording's
+``features.Moments`` while its raw features are kept (``features.FeatureSpool``: in memory,
+or an anonymous temp file for a long one), the second labels them. A stream cannot look
+ahead, so ``features.RunningNormalizer`` normalises each frame by the statistics of the
+frames so far (the same rule); its output then differs slightly from a whole-file run.
+With "global" normalisation streaming and files give the same segments.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from phonelabel.decode import DecoderParams, SegmentBuilder, make_decoder
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import (
     FeatureConfig,
+    FeatureSpool,
     FeatureStream,
     Moments,
     RunningNormalizer,
@@ -39,13 +40,29 @@ from phonelabel.features import (
     normalization_stats,
     normalize,
 )
-from phonelabel.formats import check_format, fold_segments, output_names, write_segments
+from phonelabel.formats import (
+    check_format,
+    check_streamable,
+    fold_segments,
+    fold_stream,
+    output_names,
+    stream_lines,
+    write_segments,
+)
 from phonelabel.model import PosteriorStream, batched_log_posteriors, resolve_device
 from phonelabel.modeldir import TrainedModel, default_model_dir, load_model
 from phonelabel.plots import plot_audio_file
-from phonelabel.workers import Failure, Shard, check_counts, run_files
+from phonelabel.workers import (
+    Failure,
+    Shard,
+    check_counts,
+    resolve_shard,
+    run_files,
+    torchrun_place,
+    work_units,
+)
 
-CACHE_SECONDS = 1200.0  # files up to 20 min keep first-pass features (19 MB at 39 dims)
+CACHE_SECONDS = 120.0  # files up to 2 min keep their features in memory, longer ones on disk
 BATCH_SECONDS = 60.0  # label_batch: longer files are labelled alone, in blocks
 GPU_BATCH_FILES = 32  # recordings per LSTM pass on a GPU (default_batch_files)
 
@@ -99,11 +116,14 @@ def load_labeller(
 ) -> Labeller:
     """Load a model dir (None: the shipped default); its config's decoder parameters.
 
-    ``auto`` under torchrun on a machine with GPUs: the GPU of the process's LOCAL_RANK, so
-    that the processes of a node spread over its GPUs."""
-    local_rank = os.environ.get("LOCAL_RANK", "")
-    if device == "auto" and local_rank.isdigit() and torch.cuda.is_available():
-        device = f"cuda:{int(local_rank) % torch.cuda.device_count()}"
+    ``auto`` under torchrun on a machine with GPUs: the GPU of the process's LOCAL_RANK
+    (``workers.torchrun_place``), so that the processes of a node spread over its GPUs. A
+    run without a GPU never reads torchrun's variables here (``workers.resolve_shard``
+    checks them for its shard)."""
+    if device == "auto" and torch.cuda.is_available():
+        place = torchrun_place()
+        if place is not None:
+            device = f"cuda:{place[2] % torch.cuda.device_count()}"
     device = resolve_device(device)
     trained = load_model(model if model is not None else default_model_dir(), device)
     return Labeller(trained, trained.decoder_params, smooth, device)
@@ -210,10 +230,11 @@ def recording_features(
     read recordings through here.
 
     A speaker-normalised model needs the recording's statistics first (a recording is one
-    speaker): pass one featurizes the file and sums; pass two reads the first pass's
-    features when the file is at most ``cache_seconds`` long (39-dim features take 9.4 MB
-    per 10 min), else featurizes it again. ``on_progress(done, total)`` counts seconds of
-    audio over both passes.
+    speaker): the file is featurized once, its statistics summed while the raw blocks are
+    kept for the second read, in memory when the file is at most ``cache_seconds`` long
+    (39-dim features take 9.4 MB per 10 min), else in an anonymous temporary file
+    (``features.FeatureSpool``). ``on_progress(done, total)`` counts seconds of audio over
+    both reads.
     """
     if frame_count(int(audio.seconds * SAMPLE_RATE), config) == 0:
         raise PhonelabelError(
@@ -236,25 +257,21 @@ def recording_features(
         if on_progress is not None and last:  # frames stop short of the last samples
             on_progress(total, total)
 
-    def first_pass(last: bool) -> tuple[FeatureStream, Iterator[np.ndarray]]:
-        stream = FeatureStream(config)
-        samples = reported(audio.blocks(block_seconds), 1 / SAMPLE_RATE, last)
-        return stream, stream.frames(samples)
-
-    stream, raw = first_pass(last=not speaker)
+    stream = FeatureStream(config)
+    raw = stream.frames(reported(audio.blocks(block_seconds), 1 / SAMPLE_RATE, not speaker))
     if not speaker:
         mean, std = normalization_stats(config, prior)
         return RecordingFeatures(stream, raw, mean, std, "global")
-    cache: list[np.ndarray] | None = [] if audio.seconds <= cache_seconds else None
     moments = Moments()
-    for block in raw:
-        moments.add(block, config)
-        if cache is not None:
-            cache.append(block)
-    if cache is None:
-        stream, raw = first_pass(last=True)
-    else:
-        raw = reported(cache, config.hop_length / config.sample_rate, last=True)
+    spool = FeatureSpool(config.dim, in_memory=audio.seconds <= cache_seconds)
+    try:
+        for block in raw:
+            moments.add(block, config)
+            spool.append(block)
+    except BaseException:
+        spool.close()
+        raise
+    raw = reported(spool.replay(), config.hop_length / config.sample_rate, last=True)
     mean, std = normalization_stats(config, prior, moments)
     described = "speaker (this recording, blended with the model's prior)"
     return RecordingFeatures(stream, raw, mean, std, described)
@@ -451,6 +468,95 @@ def _finish(run: _LabelRun, path: str, name: Path, result: Labelled) -> Labelled
         result.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_audio_file(path, {"phones": result.segments}, result.plot)
     return result
+
+
+# --- one `label` run: stdin or files ---------------------------------------------------------
+
+
+@dataclass
+class LabelRun:
+    """A ``label`` run as ``run_label`` set it up: stdin's output ``lines``, or the files'
+    ``results`` (iterate the run itself: it counts what was written and what failed)."""
+
+    fmt: str
+    inputs: int  # given
+    total: int  # labelled by this run: its shard's share of the inputs
+    shard: Shard | None
+    out: Path | None
+    lines: Iterator[str] | None = None  # stdin: each line once its segment is final
+    results: Iterator[Labelled | Failure] = field(default_factory=lambda: iter(()))
+    written: int = 0
+    failed: int = 0
+
+    def __iter__(self) -> Iterator[Labelled | Failure]:
+        for result in self.results:
+            if isinstance(result, Failure):
+                self.failed += 1
+            elif result.output is not None:
+                self.written += 1
+            yield result
+
+    def close(self) -> None:
+        """Stop the run's workers now (on Ctrl-C), not when the garbage collector gets to it."""
+        for generator in (self.lines, self.results):
+            close = getattr(generator, "close", None)
+            if close is not None:
+                close()
+
+    def kept(self) -> str:
+        """What an interrupted run leaves: every output is written whole or not at all."""
+        if self.out is None:
+            return "no output half-written"
+        return f"kept {self.written} whole outputs in {self.out}; run the same command again"
+
+
+def run_label(
+    inputs: Sequence[str],
+    model: str | Path | None = None,
+    fmt: str = "phn",
+    out: str | Path | None = None,
+    smooth: bool = True,
+    fold39: bool = False,
+    device: str = "auto",
+    plot: bool = False,
+    jobs: int = 1,
+    batch_files: int | None = None,
+    shard: str | None = None,
+    on_progress: Callable[[str], Progress | None] | None = None,
+    stdin: IO[bytes] | None = None,
+) -> LabelRun:
+    """Set up a ``label`` run: the checks, the model, then a lazy run (``LabelRun``).
+
+    ``inputs`` ``["-"]`` labels raw 16 kHz PCM from ``stdin`` (``label_stream``, folded to
+    39 classes one segment at a time with ``fold39``) into line-format output; files go
+    through ``label_files`` with ``batch_files`` resolved once here
+    (``default_batch_files``), writing under ``out`` (one input may go without it);
+    ``shard`` is ``K/N`` (``workers.resolve_shard``: by default torchrun's share)."""
+    fmt = check_format(fmt)
+    if "-" in inputs:
+        if len(inputs) > 1 or out is not None or plot or jobs != 1 or shard is not None:
+            raise PhonelabelError(
+                "-: stdin must be the only input, without out, plot, jobs or shard"
+            )
+        check_streamable(fmt)  # before loading the model
+        if stdin is None:
+            raise PhonelabelError("-: no stdin to read")
+        labeller = load_labeller(model, device, smooth)
+        segments = label_stream(stdin, labeller)
+        lines = stream_lines(fold_stream(segments) if fold39 else segments, fmt)
+        return LabelRun(fmt, 1, 1, None, None, lines=lines)
+    if len(inputs) > 1 and out is None:
+        raise PhonelabelError(f"{len(inputs)} inputs: give out DIR for their outputs")
+    check_counts(jobs=jobs, **({"batch_files": batch_files} if batch_files is not None else {}))
+    share = resolve_shard(shard)
+    labeller = load_labeller(model, device, smooth)
+    batch_files = default_batch_files(labeller) if batch_files is None else batch_files
+    total = sum(map(len, work_units(inputs, batch_files, share)))
+    results = label_files(
+        inputs, labeller, fmt, out, fold39, plot, on_progress, jobs, batch_files, share
+    )
+    directory = Path(out) if out is not None else None
+    return LabelRun(fmt, len(inputs), total, share, directory, results=results)
 
 
 def plot_file(

@@ -367,3 +367,65 @@ def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path):
     for path in written:  # each one whole: it tiles the recording
         segments = read_segments(path)
         assert segments[0].start == 0 and segments[-1].end == pytest.approx(3.0)
+
+
+# --- align --jobs: the same, and a second Ctrl-C while the first one unwinds ------------------
+
+
+@pytest.fixture
+def align_inputs(tmp_path) -> list[str]:
+    """80 recordings of 3 s (one, hard-linked), aligned with one transcript by --text."""
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([tone_utterance(rng)[0] for _ in range(5)])[: 3 * 16000]
+    source = write_utterance(tmp_path / "source", "SX1", samples, [], sphere=False, upper=False)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(80):
+        os.link(source, inputs / f"r{i:02d}.wav")
+    return sorted(map(str, inputs.iterdir()))
+
+
+def _aligning(run: subprocess.Popen, out: Path):
+    def condition() -> bool:
+        assert run.poll() is None, _stderr(run)
+        workers = [p for p in _session(run.pid) if "multiprocessing.spawn" in p]
+        return len(workers) == 2 and out.is_dir() and len(list(out.glob("*.TextGrid"))) >= 2
+
+    return condition
+
+
+def _assert_whole_alignments(out: Path) -> None:
+    from phonelabel.formats import read_segments
+
+    written = sorted(p for p in out.iterdir() if p.name != LOCK_FILE)
+    assert 2 <= len(written) < 80 and all(p.suffix == ".TextGrid" for p in written), written
+    for path in written:  # each one whole: it tiles the recording (no temp file left)
+        segments = read_segments(path)
+        assert segments[0].start == 0 and segments[-1].end == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_ctrl_c_stops_align_jobs_at_once_leaving_only_whole_outputs(
+    tmp_path, align_inputs, presses
+):
+    """A second Ctrl-C while the first unwinds ends the run at once (its workers die with
+    it): still exit 130, nothing left running, every output whole or absent."""
+    out = tmp_path / "out"
+    text = "she had your dark suit"
+    run = _start("align", *align_inputs, "--text", text, "--out", str(out), "--jobs", "2")
+    _wait_until(_aligning(run, out), "align's workers and their first outputs", timeout=600)
+    if presses == 2:
+        os.killpg(run.pid, signal.SIGINT)
+        time.sleep(0.02)  # the first one is unwinding: stopping the workers
+    seconds, stderr = _stop(run, signal.SIGINT) if run.poll() is None else (0.0, _stderr(run))
+    assert run.returncode == 130, stderr
+    assert seconds < STOP_SECONDS
+    _assert_nothing_left(run)
+    assert "Traceback" not in stderr, stderr
+    if presses == 1:  # align's line says only "no output half-written" (label's: what it kept)
+        _assert_one_interrupted_line(stderr)
+    else:  # the first may have printed its line before the second arrived, never two
+        assert sum(line.startswith("interrupted:") for line in stderr.splitlines()) <= 1
+    _assert_whole_alignments(out)
+    if presses == 1:  # the second ends the process at once, as SIGKILL: its lock may stay
+        assert not (out / LOCK_FILE).exists()  # (a dead run's lock: the next run takes it over)

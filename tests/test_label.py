@@ -143,6 +143,66 @@ def test_file_in_small_blocks_equals_whole_file_labelling(
     assert labelled.segments[0].start == 0 and labelled.segments[-1].end == 4.0
 
 
+def _open_files() -> set[str]:
+    """What this process's file descriptors point at (a temp file shows as '... (deleted)')."""
+    fds = Path("/proc/self/fd")
+    found = set()
+    for fd in fds.iterdir():
+        try:
+            found.add(str((fds / fd.name).readlink()))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_long_recording_is_featurized_once_spooled_to_a_temp_file_that_goes_away(
+    tmp_path, random_model, monkeypatch
+):
+    """Over ``cache_seconds`` the first read's features go to an anonymous temp file, not a
+    second featurization: the output bytes equal the in-memory run's (which equal the two-pass
+    run's of 0.3.0: featurizing is deterministic), nothing stays open or on disk (also when
+    the run stops half-way), and the audio is featurized exactly once."""
+    import phonelabel.features as features_module
+
+    path = write_wav(tmp_path / "long.wav", tone_recording(6.0, seed=7))
+    labeller = load_labeller(random_model, "cpu")
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool_dir))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    featurized = []
+    compute = features_module.compute_features
+    monkeypatch.setattr(
+        features_module,
+        "compute_features",
+        lambda samples, config: featurized.append(len(samples)) or compute(samples, config),
+    )
+    before = _open_files()
+    outputs = {}
+    for cache in (60.0, 1.0):  # in memory; spooled
+        featurized.clear()
+        labelled = label_file(path, labeller, block_seconds=0.5, cache_seconds=cache)
+        outputs[cache] = tmp_path / f"{cache}.json"
+        labelled.write("json", outputs[cache])
+        assert sum(featurized) < 6.0 * RATE * 1.2  # once, with a little context per block
+    assert outputs[60.0].read_bytes() == outputs[1.0].read_bytes()
+    assert _open_files() == before and not any(spool_dir.iterdir())
+    assert_same_segments(labelled.segments, whole_file_segments(path, labeller))
+
+    from phonelabel.audio import AudioFile
+    from phonelabel.label import recording_features
+
+    features = recording_features(AudioFile(path), labeller.feature, labeller.trained.stats)
+    spooled = recording_features(
+        AudioFile(path), labeller.feature, labeller.trained.stats, cache_seconds=1.0
+    )
+    assert any("(deleted)" in f for f in _open_files() - before)  # open, nameless
+    first = next(spooled.blocks)
+    np.testing.assert_array_equal(first, next(features.blocks))
+    spooled.blocks.close()  # a run stopped half-way (an error, Ctrl-C) closes it too
+    assert _open_files() == before and not any(spool_dir.iterdir())
+
+
 def test_resampled_stereo_flac_in_blocks_equals_whole_file(tmp_path, random_model):
     import soxr
 
@@ -301,6 +361,31 @@ def test_label_many_files_with_bad_ones_labels_the_rest_and_exits_2(tmp_path, ra
     assert (out / "good.csv").read_text().startswith("start,end,phone,confidence\n0,")
 
 
+def test_run_label_resolves_a_run_once_and_counts_what_it_wrote(tmp_path, random_model):
+    """The library side of `label`: one call checks and sets up the run (LabelRun), the
+    results count as they come, and an interruption names what was kept."""
+    from phonelabel.label import LabelRun, run_label
+
+    good = write_wav(tmp_path / "a.wav", tone_recording(0.5))
+    bad = tmp_path / "b.wav"
+    bad.write_bytes(b"not audio")
+    out = tmp_path / "out"
+    run = run_label([str(good), str(bad)], random_model, "csv", out, device="cpu", shard="1/1")
+    assert isinstance(run, LabelRun) and run.lines is None
+    assert (run.inputs, run.total, str(run.shard)) == (2, 2, "1/1")
+    results = list(run)
+    assert [type(r).__name__ for r in results] == ["Labelled", "Failure"]
+    assert (run.written, run.failed) == (1, 1) and (out / "a.csv").is_file()
+    assert run.kept() == f"kept 1 whole outputs in {out}; run the same command again"
+    with pytest.raises(PhonelabelError, match="stdin must be the only input"):
+        run_label(["-", str(good)], random_model)
+    with pytest.raises(PhonelabelError, match="2 inputs: give out DIR"):
+        run_label([str(good), str(good)], random_model)
+    streamed = run_label(["-"], random_model, "csv", stdin=io.BytesIO(pcm_bytes(good)))
+    assert next(streamed.lines) == "start,end,phone,confidence"
+    assert list(streamed.lines)[-1].split(",")[1] == "0.5"
+
+
 def test_model_dir_without_config_is_one_line_and_exit_2(tmp_path, random_model):
     path = write_wav(tmp_path / "a.wav", tone_recording(0.5))
     broken = tmp_path / "broken"
@@ -366,6 +451,47 @@ def test_label_from_stdin_prints_lines(tmp_path, random_model):
     assert result.exit_code == 2 and "stdin holds a WAV file, not raw PCM" in result.stderr
 
 
+def test_label_from_a_real_pipe_prints_segments_before_the_writer_closes_it(tmp_path, random_model):
+    """`producer | phonelabel label -`: PCM written in pieces with pauses reaches the
+    command through an OS pipe, and its first segments come out on stdout while the writer
+    still holds the pipe open, more audio to come."""
+    import threading
+    import time
+
+    data = pcm_bytes(write_wav(tmp_path / "a.wav", tone_recording(4.0, seed=6)))
+    run = subprocess.Popen(
+        [sys.executable, "-c", "from phonelabel.cli import main; main()", "label", "-",
+         "--model", str(random_model), "-f", "csv"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    lines: list[tuple[float, str]] = []  # (when, line)
+    reader = threading.Thread(
+        target=lambda: lines.extend((time.monotonic(), line.decode()) for line in run.stdout)
+    )
+    reader.start()
+    try:
+        half = len(data) // 2
+        for start in range(0, half, 3200):  # 2 s, in 100 ms pieces
+            run.stdin.write(data[start : start + 3200])
+            run.stdin.flush()
+            time.sleep(0.01)
+        deadline = time.monotonic() + 120  # the command's own start-up (a torch import)
+        while len(lines) < 3 and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        closed = time.monotonic()
+        run.stdin.write(data[half:])
+        run.stdin.close()
+        assert run.wait(timeout=120) == 0, run.stderr.read().decode()
+    finally:
+        run.kill()
+        reader.join(timeout=10)
+    assert lines[0][1].strip() == "start,end,phone,confidence"
+    early = [line for when, line in lines[1:] if when < closed]
+    assert len(early) >= 2, f"no segment before stdin closed ({len(lines)} lines in all)"
+    assert float(early[-1].split(",")[1]) <= 2.0  # from the audio written so far
+    assert len(lines) > len(early) + 1 and lines[-1][1].split(",")[1] == "4"
+
+
 def test_label_never_overwrites_the_alignment_beside_a_recording(tmp_path, random_model):
     wav = write_wav(tmp_path / "sx1.wav", tone_recording(1.0))
     reference = tmp_path / "sx1.phn"
@@ -403,14 +529,16 @@ def test_shipped_default_model_labels_unseen_voices(tmp_path, synth_corpus):
     rate = {shift: count / total for shift, count in agree.items()}
     store = tmp_path / "store"  # the baselines, on the same voices: fitted on its train split
     featurize(synth_corpus, store, jobs=1)
-    constant, per_frame = np.max([store_baselines(store, split) for split in ("dev", "test")], 0)
-    assert rate[0] > per_frame + 0.15 and rate[0] > constant + 0.3, (
-        f"agreement {rate[0]:.3f}: not 0.15 above a per-frame predictor ({per_frame:.3f}) and "
-        f"0.3 above the commonest phone ({constant:.3f}); measured 0.576 vs 0.35 and 0.14"
+    # the strongest trivial predictor the test can fit: phone by frame position (it beats the
+    # commonest phone, 0.14); its best on either held-out split
+    per_frame = max(store_baselines(store, split)[1] for split in ("dev", "test"))
+    assert rate[0] > per_frame + 0.25, (
+        f"agreement {rate[0]:.3f}: not 0.25 above a per-frame predictor ({per_frame:.3f}); "
+        "measured in 0.3.0 with the shipped model: 0.653 vs 0.323"
     )
-    for shift in (-1, 1):  # measured 0.556 and 0.549 vs 0.576; at +-2 frames 0.51, 0.497
+    for shift in (-1, 1):  # measured 0.622 and 0.632 vs 0.653; at -+2 frames 0.567, 0.576
         assert rate[0] > rate[shift], rate
-        assert rate[0] > rate[2 * shift] + 0.04, rate
+        assert rate[0] > rate[2 * shift] + 0.05, rate
 
 
 def test_inputs_with_the_same_name_mirror_their_folders(tmp_path, tone_model):

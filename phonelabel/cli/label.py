@@ -21,6 +21,7 @@ from phonelabel.errors import PhonelabelError
 from phonelabel.fileio import check_output_file, output_directory
 
 SCALE_OPTION_NAMES = frozenset({"jobs", "batch_files", "shard"})
+LABEL_OPTION_NAMES = SCALE_OPTION_NAMES | {"out", "plot"}
 JobsOption = Annotated[
     int,
     typer.Option(
@@ -126,108 +127,76 @@ def label(
     Streamed json is JSON Lines (one segment object per line).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
-    from phonelabel import formats
     from phonelabel import label as labelling
-    from phonelabel.workers import work_units
 
-    fmt = formats.check_format(output_format or "phn")
-    if "-" in audio:
-        if len(audio) > 1 or out_dir is not None or plot or jobs != 1 or shard is not None:
-            raise PhonelabelError(
-                "-: stdin must be the only input, without --out, --plot, --jobs or --shard"
-            )
-        formats.check_streamable(fmt)  # before loading the model
-        labeller = labelling.load_labeller(model, device, smooth)
-        segments = labelling.label_stream(sys.stdin.buffer, labeller)
-        if fold39:
-            segments = formats.fold_stream(segments)
-        for line in formats.stream_lines(segments, fmt):
-            print(line, flush=True)
-        return
-    if len(audio) > 1 and out_dir is None:
-        raise PhonelabelError(f"{len(audio)} inputs: give --out DIR for their outputs")
-    given = {"batch_files": batch_files} if batch_files is not None else {}
-    share = _scale_options(shard, jobs=jobs, **given)
-    labeller = labelling.load_labeller(model, device, smooth)
-    if batch_files is None:
-        batch_files = labelling.default_batch_files(labeller)
-    total = sum(map(len, work_units(audio, batch_files, share)))
-    if share is not None:
-        console.print(f"shard {share}: {total} of {len(audio)} inputs", highlight=False)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    columns = TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn()
+    progress = Progress(*columns, console=console, transient=True)
 
-    def on_progress(source: str):
-        task = None
-
-        def advance(done: float, total: float) -> None:
-            nonlocal task
-            if total < 60:  # a bar only for long inputs
-                return
-            if task is None:
-                task = progress.add_task(Path(source).name, total=total)
-            progress.update(task, completed=done)
+    def on_progress(source: str) -> Any:
+        def advance(done: float, total: float) -> None:  # a bar only for long inputs
+            if total >= 60:
+                tasks.setdefault(source, progress.add_task(Path(source).name, total=total))
+                progress.update(tasks[source], completed=done)
 
         return advance
 
-    failed, written = 0, 0
-    kept = _on_interrupt(
-        lambda: (
-            f"kept {written} whole outputs in {out_dir}; run the same command again"
-            if out_dir is not None
-            else "no output half-written"
-        )
-    )
-    results = labelling.label_files(
-        audio,
-        labeller,
-        fmt,
-        out_dir,
-        fold39,
-        plot,
-        on_progress=on_progress,
-        jobs=jobs,
-        batch_files=batch_files,
-        shard=share,
-    )
+    tasks: dict[str, Any] = {}
+    try:
+        run = labelling.run_label(
+            audio, model, output_format or "phn", out_dir, smooth, fold39, device, plot, jobs,
+            batch_files, shard, on_progress, sys.stdin.buffer,
+        )  # fmt: skip
+    except PhonelabelError as error:
+        raise PhonelabelError(_as_flags(str(error), LABEL_OPTION_NAMES)) from None
+    if run.lines is not None:
+        for line in run.lines:
+            print(line, flush=True)
+        return
+    if run.shard is not None:
+        console.print(f"shard {run.shard}: {run.total} of {run.inputs} inputs", highlight=False)
     # closed on leaving, not whenever the garbage collector gets to it: on Ctrl-C its
     # workers stop now, not after the interpreter's exit has waited for them
-    with kept, progress, closing(results):
-        files = progress.add_task(f"0 of {total} files", total=total) if total > 1 else None
-        for done, result in enumerate(results, start=1):
+    with _on_interrupt(run.kept), progress, closing(run):
+        files = (
+            progress.add_task(f"0 of {run.total} files", total=run.total) if run.total > 1 else None
+        )
+        for done, result in enumerate(run, start=1):
             if files is not None:
-                progress.update(files, completed=done, description=f"{done} of {total} files")
-            if isinstance(result, labelling.Failure):
-                failed += 1
-                print_error(result.error)
-            elif result.output is not None:
-                written += 1
-                console.print(
-                    f"{result.output}: {len(result.segments)} segments, {result.duration:.2f} s",
-                    highlight=False,
-                )
-            elif output_format is None and sys.stdout.isatty():
-                table = Table(title=result.source, show_edge=False)
-                for column in ("start", "end", "phone", "confidence"):
-                    table.add_column(column, justify="left" if column == "phone" else "right")
-                for s in result.segments:
-                    confidence = "" if s.confidence is None else f"{s.confidence:.2f}"
-                    table.add_row(f"{s.start:.3f}", f"{s.end:.3f}", s.phone, confidence)
-                out.print(table)
-            else:
-                result.write(fmt, sys.stdout)
-            if not isinstance(result, labelling.Failure) and result.plot is not None:
-                console.print(f"{result.plot}: plot", highlight=False)
-    if failed:
-        console.print(f"[red]{failed} of {total} inputs failed[/red]", highlight=False)
+                progress.update(files, completed=done, description=f"{done} of {run.total} files")
+            _print_labelled(result, output_format is None, run.fmt)
+    if run.failed:
+        console.print(f"[red]{run.failed} of {run.total} inputs failed[/red]", highlight=False)
         raise typer.Exit(2)
+
+
+def _print_labelled(result: Any, default_format: bool, fmt: str) -> None:
+    """One file's result: its error, where it was written, or its segments on stdout (a table
+    on a terminal unless a format was asked for)."""
+    from rich.table import Table
+
+    from phonelabel.label import Failure
+
+    if isinstance(result, Failure):
+        print_error(result.error)
+        return
+    if result.output is not None:
+        console.print(
+            f"{result.output}: {len(result.segments)} segments, {result.duration:.2f} s",
+            highlight=False,
+        )
+    elif default_format and sys.stdout.isatty():
+        table = Table(title=result.source, show_edge=False)
+        for column in ("start", "end", "phone", "confidence"):
+            table.add_column(column, justify="left" if column == "phone" else "right")
+        for s in result.segments:
+            confidence = "" if s.confidence is None else f"{s.confidence:.2f}"
+            table.add_row(f"{s.start:.3f}", f"{s.end:.3f}", s.phone, confidence)
+        out.print(table)
+    else:
+        result.write(fmt, sys.stdout)
+    if result.plot is not None:
+        console.print(f"{result.plot}: plot", highlight=False)
 
 
 @command
