@@ -97,12 +97,14 @@ def test_room_tone_lengths_are_seeded_and_spread_over_their_range():
     draws = [cond.room_tone_lengths(np.random.default_rng([s, 11]), RATE) for s in range(400)]
     assert draws[:5] == [cond.room_tone_lengths(np.random.default_rng([s, 11]), RATE)
                          for s in range(5)]  # fmt: skip
-    seconds = np.array(draws) / RATE
+    padded = [d for d in draws if d != (0, 0)]  # a share of the utterances, not all
+    assert 0.22 < len(padded) / len(draws) < 0.38, len(padded)
+    seconds = np.array(padded) / RATE
     low, high = cond.ROOM_TONE_SECONDS
     assert seconds.min() >= low and seconds.max() <= high
     assert (seconds > 1.5).mean() > 0.05  # long floors are heard, not only short ones
     assert 0.5 < np.median(seconds) < 0.8  # log-uniform: median sqrt(0.2 * 2.0) = 0.63 s
-    assert len(set(map(tuple, draws))) == 400
+    assert len(set(padded)) == len(padded)
 
 
 def test_vtlp_speakers_vary_vocal_tract_and_keep_pitch_in_range():

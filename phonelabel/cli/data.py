@@ -72,7 +72,8 @@ def synth(
         typer.Option(
             help="Recording conditions: all, none, or a comma list of vtlp (vocal tract"
             " length per speaker), tone (room tone), room (reverberation), noise, babble,"
-            " channel (microphone), phone (telephone + mu-law), gain."
+            " channel (microphone), phone (telephone + mu-law), gain, silence (0.2-2 s of room"
+            " before and after each utterance)."
         ),
     ] = _synth_default("conditions"),
 ) -> None:

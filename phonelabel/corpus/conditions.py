@@ -21,8 +21,8 @@ for a seed whatever the number of jobs):
 - ``phone``: a telephone line, band 300-3400 Hz and G.711 mu-law at 8 kHz
   (probability 0.06; it replaces ``channel``);
 - ``gain``: the level, -12 to +3 dB around the engine's (always on, peak kept below 0.99);
-- ``silence``: lead-in and lead-out room, 0.2-2.0 s each (log-uniform, drawn apart for the
-  start and the end) of the engine's silence added before and after the utterance and
+- ``silence``: lead-in and lead-out room for 30 % of the utterances, 0.2-2.0 s each
+  (log-uniform, drawn apart for the start and the end) of the engine's silence added before and after the utterance and
   labelled ``h#``, heard through every other condition (its room tone, noise, babble):
   the engines open and close with at most a few hundred ms of silence, and a model that
   never heard a long noise floor calls part of one a closure (always on). Its lengths
@@ -43,6 +43,7 @@ import soxr
 CONDITIONS = ("vtlp", "tone", "room", "noise", "babble", "channel", "phone", "gain", "silence")
 PROBABILITY = {"room": 0.35, "noise": 0.4, "babble": 0.25, "channel": 0.5, "phone": 0.06}
 ROOM_TONE_SECONDS = (0.2, 2.0)  # lead-in and lead-out, each drawn log-uniform in this range
+SILENCE_SHARE = 0.3  # of the utterances get them: long floors heard, the corpus not mostly h#
 
 
 def parse_conditions(text: str) -> tuple[str, ...]:
@@ -100,11 +101,14 @@ def add_noise(
 
 
 def room_tone_lengths(rng: np.random.Generator, rate: int) -> tuple[int, int]:
-    """Samples of lead-in and lead-out silence (``silence``), each log-uniform in
-    ROOM_TONE_SECONDS (as many under 0.63 s as over it): long floors are heard without
-    making the corpus mostly silence (0.78 s each on average)."""
+    """Samples of lead-in and lead-out silence (``silence``): for a SILENCE_SHARE of the
+    utterances, each log-uniform in ROOM_TONE_SECONDS (as many under 0.63 s as over it),
+    else none. Long floors are heard without making the corpus mostly silence (every
+    utterance padded made a 4-epoch demo model call everything h#)."""
     low, high = np.log(ROOM_TONE_SECONDS)
     lead_in, lead_out = np.exp(rng.uniform(low, high, size=2))
+    if rng.random() >= SILENCE_SHARE:
+        return 0, 0
     return round(float(lead_in) * rate), round(float(lead_out) * rate)
 
 
