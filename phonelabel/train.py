@@ -10,7 +10,8 @@ frame by frame (``PhoneLSTM.forward_with_resets``), since an utterance can start
 it. Under torchrun (``distributed.py``) every rank builds the same seeded schedule and runs
 its own contiguous B/N of the streams; the loss is divided by the step's scored frames over
 all B streams (every rank knows them from the schedule) and the gradients are summed over
-the ranks before clipping, so N ranks make the update one process with B streams makes.
+the ranks in buckets during backward (``GradientBuckets``), before clipping, so N ranks
+make the update one process with B streams makes.
 """
 
 from __future__ import annotations
@@ -656,22 +657,18 @@ def clip_gradients(model: PhoneLSTM, config: TrainConfig) -> torch.Tensor:
 
 
 def make_optimizer(model: PhoneLSTM, config: TrainConfig) -> torch.optim.Optimizer:
+    rate, decay = config.learning_rate, config.weight_decay
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
-            lr=config.learning_rate,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
+            model.parameters(), lr=rate, momentum=config.momentum, weight_decay=decay
         )
-    return torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    return torch.optim.Adam(model.parameters(), lr=rate, weight_decay=decay)
 
 
 # --- what a run writes --------------------------------------------------------------------
 
 
-def _save_checkpoint(
+def _save_checkpoint(  # fmt: skip
     out,
     model,
     optimizer,
