@@ -14,8 +14,12 @@ mkdir -p "$WORK"
 cp -r "$START" "$WORK/start"                # keep the starting model: models/default is replaced below
 
 # 1. a synthetic store to mix in (its train split) and to measure unseen voices on (its test split)
-phonelabel synth "$WORK/syn" --speakers 40 --utterances-per-speaker 8 --seed 7
-phonelabel featurize "$WORK/syn" "$WORK/syn_feat"
+phonelabel synth "$WORK/syn" --speakers 60 --utterances-per-speaker 10 --seed 11 --jobs 2
+phonelabel featurize "$WORK/syn" "$WORK/syn_feat" --jobs 2
+# unseen voices without the lead-in/out silence (as 0.3.0's corpus had them): a fairer test
+phonelabel synth "$WORK/nosil" --speakers 30 --utterances-per-speaker 6 --seed 5 --jobs 2 \
+    --conditions vtlp,tone,room,noise,babble,channel,phone,gain
+phonelabel featurize "$WORK/nosil" "$WORK/nosil_feat" --jobs 2
 
 # 2. adapt (defaults: 1 round, 8 epochs, mismatch threshold median - 3 MAD)
 phonelabel adapt "$REAL/transcribed" --out "$WORK/adapted" --model "$WORK/start" \
@@ -26,6 +30,7 @@ for m in start adapted; do
     phonelabel evaluate "$WORK/$m" "$REAL/mfa" --split all --json "$WORK/$m-mfa.json"
     phonelabel evaluate "$WORK/$m" "$REAL/mfa" --split all --align --json "$WORK/$m-mfa-align.json"
     phonelabel evaluate "$WORK/$m" "$WORK/syn_feat" --split test --json "$WORK/$m-syn-test.json"
+    phonelabel evaluate "$WORK/$m" "$WORK/nosil_feat" --split test --json "$WORK/$m-nosil-test.json"
 done
 
 # 4. ship it (model.pt, config.json, metrics.jsonl, curves.png; adapt.json/png as its report)
@@ -33,3 +38,5 @@ for f in model.pt config.json metrics.jsonl curves.png adapt.json adapt.png; do
     cp "$WORK/adapted/$f" models/default/
 done
 echo "new shipped model in models/default; figures in $WORK/*.json"
+phonelabel evaluate models/default "$WORK/syn_feat" --split test --plots "$WORK/plots" >/dev/null
+cp "$WORK"/plots/confusion*.png models/default/confusion_test.png
