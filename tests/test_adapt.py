@@ -134,7 +134,10 @@ def test_adapt_leaves_out_bad_recordings_and_trains_two_rounds(bad_corpus, tone_
         mismatched = [
             d for d in r["recordings_detail"] if d["reason"] == "probable transcript mismatch"
         ]
-        assert len(mismatched) == 1, r["mismatch_rule"]
+        scores = {d["utt_id"]: d["score"] for d in r["recordings_detail"]}
+        assert len(mismatched) == 1, f"{r['mismatch_rule']}; " + " ".join(
+            f"{k} {v:.2f}" for k, v in scores.items() if v is not None
+        )
         assert r["used"] == 11 and r["trained_on"]["train"] + r["trained_on"]["dev"] == 11
         assert 0 < r["dev_agreement_61"] <= 1
         assert len(list((out / "alignments" / f"round_{r['round']}").glob("*.TextGrid"))) == 12

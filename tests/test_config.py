@@ -62,14 +62,16 @@ def test_zero_no_longer_means_the_default():
 
 
 def test_the_shipped_models_training_config_reads_back():
-    """models/default was written before TrainConfig held a ModelConfig (flat hidden ..
-    delay, init ""): it reads into today's config, the same network as its "model"."""
+    """models/default's config.json (flat hidden .. delay, as every version writes it) reads
+    into today's config, the same network as its "model", and writes back the same; it was
+    adapted (``adapt``), so its run started from another model's weights."""
     shipped = json.loads((default_model_dir() / "config.json").read_text())
     config = TrainConfig.from_dict(shipped["training"])
     assert config.model == ModelConfig(**{**shipped["model"], "input_dim": 39})
-    assert config.init is None and config.k2 == 20 and config.delay == 3
+    assert config.init and config.k2 == 20 and config.delay == 3
+    assert shipped["run"]["adapted"]["recordings"] == 112
     written = config.to_dict()
-    assert written == {**shipped["training"], "init": None, "data_on": "auto"}
+    assert written == shipped["training"]
     assert list(written)[:5] == ["hidden", "layers", "dropout", "delay", "k1"]
 
 
