@@ -8,10 +8,15 @@ distinct chord of sinusoids plus noise, so a model can learn it in seconds.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import soundfile
+
+if TYPE_CHECKING:  # torch stays unimported until a fixture needs it
+    from phonelabel.config import ModelConfig
+    from phonelabel.features import FeatureConfig
 
 RATE = 16000
 # fixtures that train or synthesise (their users are slow)
@@ -238,3 +243,34 @@ def store_baselines(store: Path, split: str, fold: bool = False) -> tuple[float,
         constant_accuracy(train_y, test_y),
         per_frame_accuracy(train_x, train_y, test_x, test_y),
     )
+
+
+def tone_recording(seconds: float, seed: int = 0) -> np.ndarray:
+    """A recording of ``seconds`` of tone utterances end to end (no labels kept)."""
+    rng = np.random.default_rng(seed)
+    pieces, total = [], 0
+    while total < seconds * RATE:
+        pieces.append(tone_utterance(rng)[0])
+        total += len(pieces[-1])
+    return np.concatenate(pieces)[: int(seconds * RATE)]
+
+
+def save_random_model(
+    out: Path, model: ModelConfig, features: FeatureConfig, audio: np.ndarray, decoder
+) -> Path:
+    """A model dir of random weights (seed 0) with a sharpened, peaky output, as a trained
+    model's (many phone changes to compare, Viterbi paths that merge), its statistics from
+    ``audio``: a labelling test's model in a second, no training."""
+    import torch
+
+    from phonelabel.features import compute_features, global_stats
+    from phonelabel.model import PhoneLSTM
+    from phonelabel.modeldir import TrainedModel, save_model
+
+    torch.manual_seed(0)
+    lstm = PhoneLSTM(model)
+    with torch.no_grad():
+        lstm.output.weight.mul_(20)
+    stats = global_stats(compute_features(audio, features))
+    save_model(out, TrainedModel(lstm.eval(), features, stats, decoder.to_dict()))
+    return out

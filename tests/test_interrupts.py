@@ -337,10 +337,9 @@ def test_synth_into_a_corpus_another_run_is_writing_is_refused(held_output):
 # --- label --jobs: workers stop with the run, outputs whole or absent -------------------------
 
 
-def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path):
-    """80 recordings of 3 s (one, hard-linked) through the shipped model on 2 workers."""
-    from phonelabel.formats import read_segments
-
+@pytest.fixture
+def linked_recordings(tmp_path) -> list[str]:
+    """80 recordings of 3 s (one, hard-linked): many files for --jobs to share."""
     rng = np.random.default_rng(0)
     samples = np.concatenate([tone_utterance(rng)[0] for _ in range(5)])[: 3 * 16000]
     source = write_utterance(tmp_path / "source", "SX1", samples, [], sphere=False, upper=False)
@@ -348,8 +347,15 @@ def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path):
     inputs.mkdir()
     for i in range(80):
         os.link(source, inputs / f"r{i:02d}.wav")
+    return sorted(map(str, inputs.iterdir()))
+
+
+def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path, linked_recordings):
+    """80 recordings of 3 s (one, hard-linked) through the shipped model on 2 workers."""
+    from phonelabel.formats import read_segments
+
     out = tmp_path / "out"
-    run = _start("label", *sorted(map(str, inputs.iterdir())), "--out", str(out), "--jobs", "2")
+    run = _start("label", *linked_recordings, "--out", str(out), "--jobs", "2")
 
     def working() -> bool:
         assert run.poll() is None, _stderr(run)
@@ -370,19 +376,6 @@ def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path):
 
 
 # --- align --jobs: the same, and a second Ctrl-C while the first one unwinds ------------------
-
-
-@pytest.fixture
-def align_inputs(tmp_path) -> list[str]:
-    """80 recordings of 3 s (one, hard-linked), aligned with one transcript by --text."""
-    rng = np.random.default_rng(0)
-    samples = np.concatenate([tone_utterance(rng)[0] for _ in range(5)])[: 3 * 16000]
-    source = write_utterance(tmp_path / "source", "SX1", samples, [], sphere=False, upper=False)
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for i in range(80):
-        os.link(source, inputs / f"r{i:02d}.wav")
-    return sorted(map(str, inputs.iterdir()))
 
 
 def _aligning(run: subprocess.Popen, out: Path):
@@ -406,13 +399,13 @@ def _assert_whole_alignments(out: Path) -> None:
 
 @pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
 def test_ctrl_c_stops_align_jobs_at_once_leaving_only_whole_outputs(
-    tmp_path, align_inputs, presses
+    tmp_path, linked_recordings, presses
 ):
     """A second Ctrl-C while the first unwinds ends the run at once (its workers die with
     it): still exit 130, nothing left running, every output whole or absent."""
     out = tmp_path / "out"
     text = "she had your dark suit"
-    run = _start("align", *align_inputs, "--text", text, "--out", str(out), "--jobs", "2")
+    run = _start("align", *linked_recordings, "--text", text, "--out", str(out), "--jobs", "2")
     _wait_until(_aligning(run, out), "align's workers and their first outputs", timeout=600)
     if presses == 2:
         os.killpg(run.pid, signal.SIGINT)

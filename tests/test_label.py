@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import store_baselines, tone_utterance
+from conftest import save_random_model, store_baselines, tone_recording, tone_utterance
 from typer.testing import CliRunner
 
 from phonelabel.audio import read_audio
@@ -30,7 +30,6 @@ from phonelabel.features import (
     FeatureConfig,
     FeatureStream,
     compute_features,
-    global_stats,
     normalize_speaker,
 )
 from phonelabel.label import (
@@ -43,21 +42,12 @@ from phonelabel.label import (
     output_names,
 )
 from phonelabel.metrics import BoundaryCounts
-from phonelabel.model import ModelConfig, PhoneLSTM, PosteriorStream, utterance_log_posteriors
-from phonelabel.modeldir import TrainedModel, default_model_dir, save_model
+from phonelabel.model import ModelConfig, PosteriorStream, utterance_log_posteriors
+from phonelabel.modeldir import default_model_dir
 from phonelabel.store import featurize
 from phonelabel.workers import Shard
 
 RATE = 16000
-
-
-def tone_recording(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    pieces, total = [], 0
-    while total < seconds * RATE:
-        pieces.append(tone_utterance(rng)[0])
-        total += len(pieces[-1])
-    return np.concatenate(pieces)[: int(seconds * RATE)]
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = RATE, subtype: str = "PCM_16") -> Path:
@@ -86,15 +76,14 @@ def assert_same_segments(got, expected):
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory) -> Path:
     """Random weights, target delay 3, sharpened output: many phone changes to compare."""
-    torch.manual_seed(0)
-    model = PhoneLSTM(ModelConfig(hidden=32, layers=2, delay=3))
-    with torch.no_grad():
-        model.output.weight.mul_(20)
-    config = FeatureConfig(normalization="speaker")
-    stats = global_stats(compute_features(tone_recording(5.0, seed=1), config))
     out = tmp_path_factory.mktemp("random_model") / "model"
-    save_model(out, TrainedModel(model.eval(), config, stats, DecoderParams(0.5, 2).to_dict()))
-    return out
+    shape, features = (
+        ModelConfig(hidden=32, layers=2, delay=3),
+        FeatureConfig(normalization="speaker"),
+    )
+    return save_random_model(
+        out, shape, features, tone_recording(5.0, seed=1), DecoderParams(0.5, 2)
+    )
 
 
 @pytest.fixture(scope="module")

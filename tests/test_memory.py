@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
-from conftest import tone_utterance
+from conftest import save_random_model, tone_recording
 
 from phonelabel.decode import DecoderParams
-from phonelabel.features import FeatureConfig, compute_features, global_stats
-from phonelabel.model import ModelConfig, PhoneLSTM
-from phonelabel.modeldir import TrainedModel, save_model
+from phonelabel.features import FeatureConfig
+from phonelabel.model import ModelConfig
 
 PHONELABEL = [sys.executable, "-c", "from phonelabel.cli import main; main()"]
 RATE = 16000
@@ -34,31 +32,18 @@ MARGIN_MB = 6.0
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """Random small weights, peaky output (Viterbi paths merge as a trained model's do)."""
-    torch.manual_seed(0)
-    lstm = PhoneLSTM(ModelConfig(hidden=32, layers=1, delay=2))
-    with torch.no_grad():
-        lstm.output.weight.mul_(20)
-    config = FeatureConfig()
-    stats = global_stats(compute_features(_tones(5.0), config))
     out = tmp_path_factory.mktemp("memory_model") / "model"
-    save_model(out, TrainedModel(lstm.eval(), config, stats, DecoderParams(1.0, 2).to_dict()))
-    return out
-
-
-def _tones(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    pieces, total = [], 0
-    while total < seconds * RATE:
-        pieces.append(tone_utterance(rng)[0])
-        total += len(pieces[-1])
-    return np.concatenate(pieces)[: int(seconds * RATE)]
+    shape = ModelConfig(hidden=32, layers=1, delay=2)
+    return save_random_model(
+        out, shape, FeatureConfig(), tone_recording(5.0), DecoderParams(1.0, 2)
+    )
 
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> dict[int, Path]:
     """A short and a long WAV: one minute of tones, repeated."""
     folder = tmp_path_factory.mktemp("memory_audio")
-    minute = (_tones(60.0, seed=1) * 32767).astype(np.int16)
+    minute = (tone_recording(60.0, seed=1) * 32767).astype(np.int16)
     paths = {}
     for seconds in (SHORT, LONG):
         paths[seconds] = folder / f"r{seconds}.wav"
