@@ -223,7 +223,7 @@ def dev_accuracies(model_dir: Path) -> list[float]:
 def test_a_rank_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tone_store, tmp_path):
     args = [*TINY, "--epochs", "2", "--seed", "2"]  # dropout and input noise on
     whole = subprocess.run(torchrun(tone_store, tmp_path / "whole", *args), env=one_thread_env(),
-                           capture_output=True, text=True, timeout=900)  # fmt: skip
+                           capture_output=True, text=True, timeout=240)  # fmt: skip
     assert whole.returncode == 0, whole.stderr[-3000:]
     config = json.loads((tmp_path / "whole" / "config.json").read_text())
     assert config["run"]["world_size"] == 2
@@ -232,7 +232,7 @@ def test_a_rank_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tone_store
     run = subprocess.Popen(torchrun(tone_store, killed, *args, "--checkpoint-seconds", "0"),
                            env=one_thread_env(), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline and run.poll() is None:  # a few steps into epoch 2
         try:
             saved = torch.load(killed / "checkpoint.pt", weights_only=True)["run"]
@@ -246,7 +246,7 @@ def test_a_rank_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tone_store
     assert (killed / "metrics.jsonl").read_text().count("\n") == 1
 
     resumed = subprocess.run(torchrun(tone_store, killed, "--resume"),
-                             env=one_thread_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+                             env=one_thread_env(), capture_output=True, text=True, timeout=240)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = weights(tmp_path / "whole"), weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -309,7 +309,7 @@ def test_streams_that_do_not_divide_among_the_ranks_are_one_line_and_nothing_wri
     out = tmp_path / "model"
     args = [a if a != "4" else "3" for a in TINY]  # --batch-streams 3 over 2 ranks
     result = subprocess.run(torchrun(tone_store, out, *args), env=one_thread_env(),
-                            capture_output=True, text=True, timeout=900)  # fmt: skip
+                            capture_output=True, text=True, timeout=240)  # fmt: skip
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "--batch-streams (3)" in line]
     assert len(lines) == 1 and "not a multiple of the 2 training processes" in lines[0]
@@ -327,7 +327,7 @@ def test_a_rank_that_cannot_reach_the_rendezvous_stops_with_one_line(tone_store,
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert "rank 0 of 2: cannot reach the rendezvous at 127.0.0.1:" in result.stderr

@@ -174,7 +174,7 @@ def test_an_interrupted_featurize_stops_at_once_and_the_next_run_finishes(
         [*PHONELABEL, "featurize", str(long_corpus), str(out), "--jobs", "2"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr
     store = open_store(out)
@@ -191,7 +191,7 @@ def test_two_featurize_runs_into_one_store_are_not_mixed(long_corpus, tmp_path):
     second = _start("featurize", str(long_corpus), str(out), "--jobs", "1")
     second.wait(timeout=120)
     assert first.poll() is None, "the first run ended too soon to test the race"
-    first.wait(timeout=300)
+    first.wait(timeout=120)
     first_err, second_err = _stderr(first), _stderr(second)
     assert first.returncode == 0, first_err
     assert second.returncode == 2, second_err
@@ -241,7 +241,7 @@ def test_synth_stops_on_ctrl_c_and_on_sigkill_with_its_engines_and_then_resumes(
     _assert_nothing_left(run)
     _assert_whole_utterances(out)
 
-    done = subprocess.run([*PHONELABEL, *args], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*PHONELABEL, *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     plans = plan_utterances(plan_speakers(4, ("festival", "flite"), 0), 10, 0)
     assert all(_complete(out, plan) for plan in plans)
@@ -362,7 +362,7 @@ def test_ctrl_c_stops_label_jobs_at_once_leaving_only_whole_outputs(tmp_path, li
         workers = [p for p in _session(run.pid) if "multiprocessing.spawn" in p]
         return len(workers) == 2 and out.is_dir() and len(list(out.glob("*.phn"))) >= 2
 
-    _wait_until(working, "label's workers and their first outputs", timeout=600)  # torch import
+    _wait_until(working, "label's workers and their first outputs", timeout=240)  # torch import
     seconds, stderr = _stop(run, signal.SIGINT)
     assert run.returncode == 130, stderr
     assert seconds < STOP_SECONDS
@@ -406,7 +406,7 @@ def test_ctrl_c_stops_align_jobs_at_once_leaving_only_whole_outputs(
     out = tmp_path / "out"
     text = "she had your dark suit"
     run = _start("align", *linked_recordings, "--text", text, "--out", str(out), "--jobs", "2")
-    _wait_until(_aligning(run, out), "align's workers and their first outputs", timeout=600)
+    _wait_until(_aligning(run, out), "align's workers and their first outputs", timeout=240)
     if presses == 2:
         os.killpg(run.pid, signal.SIGINT)
         time.sleep(0.02)  # the first one is unwinding: stopping the workers

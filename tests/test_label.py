@@ -574,7 +574,7 @@ def test_label_into_a_closed_pipe_exits_quietly_as_sigpipe(tmp_path, random_mode
                str(random_model)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()
-    process.wait(timeout=300)
+    process.wait(timeout=120)
     errors = process.stderr.read().decode()
     assert process.returncode == 141, errors  # as a process killed by SIGPIPE (128 + 13)
     assert errors.strip() == "", errors  # no traceback, no "Exception ignored ..."
