@@ -28,6 +28,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,16 +274,20 @@ def _align_round(
         [staged[u] for u in utts], aligner, target, "textgrid", jobs=config.jobs, shard=shard
     )
     total = len(utts) if shard is None else len(utts) // shard.count + 1
-    for done, result in enumerate(results, 1):
-        outcome = outcomes[Path(result.source).stem]
-        if not isinstance(result, Alignment):  # the runner's Failure: source and error
-            outcome.reason, outcome.detail = _reason(result.error), result.error
-            on_progress("align", done, total, f"{result.source}: left out: {result.error}")
-            continue
-        outcome.score, outcome.seconds = alignment_score(
-            staged[outcome.utt_id], result.phones, aligner
-        )
-        on_progress("align", done, total, None)
+    with closing(results):  # Ctrl-C stops --jobs workers at once, as align's command does
+        for done, result in enumerate(results, 1):
+            outcome = outcomes[Path(result.source).stem]
+            error = None if isinstance(result, Alignment) else result.error  # runner's Failure
+            if error is None:
+                try:
+                    outcome.score, outcome.seconds = alignment_score(
+                        staged[outcome.utt_id], result.phones, aligner
+                    )
+                except PhonelabelError as failure:
+                    error = str(failure)
+            if error is not None:
+                outcome.reason, outcome.detail = _reason(error), error
+            on_progress("align", done, total, error and f"{result.source}: left out: {error}")
 
 
 def _leave_out_mismatches(report: RoundReport, mads: float, on_progress: Progress) -> None:
@@ -342,11 +347,12 @@ def _featurize_round(
     jobs: int,
 ) -> Path:
     used = report.used
-    if not any(splits[o.utt_id] == "train" for o in used):
+    training = [o for o in used if splits[o.utt_id] == "train"]
+    if not training:
         raise PhonelabelError("no recording of a training speaker could be used; nothing to train")
-    if not any(
-        splits[o.utt_id] == "dev" for o in used
-    ):  # a tiny corpus: one train recording to dev
+    if len(training) == len(used):  # a tiny corpus: one train recording to dev, if two or more
+        if len(training) < 2:
+            raise PhonelabelError("one recording could be used: too little to train and check on")
         splits = {**splits, used[-1].utt_id: "dev"}
     root = out / STAGED_DIR
     rows = ["utt_id\tspeaker\tsplit\taudio\talignment"] + [
@@ -368,15 +374,20 @@ def _featurize_round(
     return store
 
 
-def mix_stores(adapted: Path, mix: Path, out: Path, share: float, seed: int) -> dict[str, Any]:
-    """A store whose train split is ``adapted``'s plus utterances of ``mix``'s train split
-    (drawn by ``seed``) making up ``share`` of its frames; dev as ``adapted``'s."""
-    real, other = open_store(adapted), open_store(mix)
-    differences = config_differences(real.config, other.config, f"the --mix store {mix}")
+def _check_mix(feature: Any, mix: Path | str) -> None:
+    """Refuse a --mix store whose features are not the model's."""
+    differences = config_differences(feature, open_store(mix).config, f"--mix {mix}")
     if differences:
         raise PhonelabelError(
             f"{mix}: its features differ from the model's: " + "; ".join(differences)
         )
+
+
+def mix_stores(adapted: Path, mix: Path, out: Path, share: float, seed: int) -> dict[str, Any]:
+    """A store whose train split is ``adapted``'s plus utterances of ``mix``'s train split
+    (drawn by ``seed``) making up ``share`` of its frames; dev as ``adapted``'s."""
+    real, other = open_store(adapted), open_store(mix)
+    _check_mix(real.config, mix)
     if "train" not in other.split_names:
         raise PhonelabelError(f"{mix}: no train split to mix in")
     ours, theirs = real.split("train"), other.split("train")
@@ -415,8 +426,13 @@ def mix_stores(adapted: Path, mix: Path, out: Path, share: float, seed: int) -> 
     theirs_moments = json.loads((other.path / "train" / SPEAKERS_FILE).read_text(encoding="utf-8"))
     moments.update({f"mix-{s}": theirs_moments[s] for s in {u.speaker for u in chosen}})
     write_json(train_dir / SPEAKERS_FILE, moments)
-    info = dict(real.info)
-    info["splits"] = {**info["splits"], "train": {**info["splits"]["train"], "frames": offset}}
+    info = dict(real.info)  # its own fingerprint: train --resume must not take it for either
+    info["fingerprint"] = f"{real.info.get('fingerprint')}+{other.info.get('fingerprint')}"
+    info["fingerprint"] += f":{share}:{seed}"
+    train = {**info["splits"]["train"], "frames": offset, "utterances": len(rows) - 1}
+    train["speakers"] = len(moments)
+    train["seconds"] += frames * real.config.hop_length / real.config.sample_rate
+    info["splits"] = {**info["splits"], "train": train}
     mixed = {"store": str(mix), "utterances": len(chosen), "frames": frames, "share": share}
     write_json(out / STORE_FILE, {**info, "mix": mixed})
     return mixed
@@ -507,11 +523,7 @@ def adapt(
     start_dir = Path(model) if model is not None else default_model_dir()
     start = load_model(start_dir, "cpu")
     if mix is not None:  # refuse a store of other features before any work
-        differences = config_differences(start.feature, open_store(mix).config, f"--mix {mix}")
-        if differences:
-            raise PhonelabelError(
-                f"{mix}: its features differ from the model's: " + "; ".join(differences)
-            )
+        _check_mix(start.feature, mix)
     found = find_transcribed_corpus(corpus)
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)

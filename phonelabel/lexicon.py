@@ -188,10 +188,10 @@ def _token_words(token: str, after: str, shouting: bool) -> list[str]:
         return []
     if token[0] in _CURRENCIES and token[1:2].isdigit():
         return _money(token[1:], _CURRENCIES[token[0]])
-    if token[0].isdigit():
-        return _number_token(token.lower())
-    if "-" in token and token.lower() not in cmu_lexicon():
+    if "-" in token and (token[0].isdigit() or token.lower() not in cmu_lexicon()):
         return [w for part in token.split("-") for w in _token_words(part, "", shouting)]
+    if token[0].isdigit():  # (3rd-party, 10-year-old: split at the hyphens above first)
+        return _number_token(token.lower())
     stem, clitic = _split_clitic(token)
     if re.fullmatch(r"[A-Z]{2,}s", stem) and not clitic:  # TVs, CDs: the plural of letters
         stem, clitic = stem[:-1], "'s"

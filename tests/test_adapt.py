@@ -12,7 +12,7 @@ import pytest
 import soundfile
 from typer.testing import CliRunner
 
-from phonelabel.adapt import AdaptConfig, adapt
+from phonelabel.adapt import AdaptConfig, _reason, adapt
 from phonelabel.cli import app
 from phonelabel.corpus.timit import read_transcript
 from phonelabel.corpus.transcribed import find_transcribed_corpus
@@ -86,6 +86,15 @@ def test_each_corpus_form_is_detected_and_read(synth_corpus, tmp_path):
     assert found["libri"].speakers == 3 and found["lj"].speakers == 1
     (lonely,) = [r for r in found["beside"].recordings if r.problem is not None]
     assert lonely.speaker == "lonely" and "no transcript" in lonely.problem
+
+    # an empty sentence in any form is an empty transcript, in the report's words
+    (cv / "validated.tsv").write_text("\n".join(rows[:2] + ["x1\tcommon_voice_en_1.flac\t\t2"]))
+    (empty,) = [r for r in find_transcribed_corpus(cv).recordings if r.problem]
+    assert _reason(empty.problem) == "empty transcript", empty.problem
+    # a row short of the header's columns is one line naming it, not a traceback
+    (cv / "validated.tsv").write_text("\n".join(rows[:2] + ["x1\tcommon_voice_en_1.flac"]))
+    with pytest.raises(PhonelabelError, match="line 3 has fewer columns"):
+        find_transcribed_corpus(cv)
 
 
 @pytest.fixture(scope="module")

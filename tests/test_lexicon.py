@@ -76,6 +76,10 @@ def test_hyphenated_words_split_only_when_the_whole_is_unknown():
     assert normalize_text("Stoke-on-Trent -- or not - Antiquity-") == [
         "stoke", "on", "trent", "or", "not", "antiquity"
     ]  # fmt: skip
+    # a number joined to a word: split first, then each part read (not "three rd party")
+    assert normalize_text("3rd-party 21st-century 10-year-old") == [
+        "third", "party", "twenty", "first", "century", "ten", "year", "old"
+    ]  # fmt: skip
 
 
 def test_abbreviations_are_spelled_out_saint_or_street_by_context():

@@ -84,13 +84,16 @@ def read_common_voice(root: Path) -> list[TranscribedRecording]:
         raise PhonelabelError(f"{table}: unreadable ({error})") from None
     if rows and not {"path", "sentence", "client_id"} <= set(rows[0]):
         raise PhonelabelError(f"{table}: needs the columns path, sentence and client_id")
+    short = next((n for n, r in enumerate(rows, 2) if None in r.values()), None)
+    if short is not None:  # DictReader fills a row's missing fields with None
+        raise PhonelabelError(f"{table}: line {short} has fewer columns than the header")
     clips = root / "clips" if (root / "clips").is_dir() else root
     return [
         _recording(
             row["client_id"][:8] or "unknown",
             clips / row["path"],
             row["sentence"] or None,
-            f"{clips / row['path']}: empty sentence in {table.name}",
+            f"{clips / row['path']}: transcript is empty (its sentence in {table.name})",
         )
         for row in rows
     ]
@@ -108,7 +111,7 @@ def read_lj_speech(root: Path) -> list[TranscribedRecording]:
         fields = line.split("|")
         text = (fields[2] if len(fields) > 2 and fields[2].strip() else fields[-1]).strip()
         audio = wavs / f"{fields[0]}.wav"
-        missing = f"{audio}: empty text in {table.name}"
+        missing = f"{audio}: transcript is empty (its text in {table.name})"
         recordings.append(_recording("lj", audio, text if len(fields) > 1 else None, missing))
     return recordings
 
@@ -130,7 +133,7 @@ def read_librispeech(root: Path) -> list[TranscribedRecording]:
                 ),
                 table.parent / f"{utt}.flac",
             )
-            missing = f"{audio}: empty transcript in {table.name}"
+            missing = f"{audio}: transcript is empty (its line in {table.name})"
             recordings.append(_recording(utt.split("-")[0], audio, text.strip() or None, missing))
     return recordings
 
