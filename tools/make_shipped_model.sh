@@ -4,7 +4,7 @@
 # words only), synthetic frames mixed in against forgetting. Then measure it against the
 # starting model on real speech (mfa/, never trained on) and on synthetic unseen voices.
 #
-# usage: tools/make_shipped_model.sh [WORK_DIR]   (run from the repository root; 4 minutes on 2 CPU cores;
+# usage: tools/make_shipped_model.sh [WORK_DIR]   (run from the repository root; about 5 minutes on 2 CPU cores;
 #        START=DIR starts from another model than 0.3.0's; add --device cuda to adapt for a GPU)
 set -euo pipefail
 WORK=${1:-build-shipped}
