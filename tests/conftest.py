@@ -7,6 +7,7 @@ distinct chord of sinusoids plus noise, so a model can learn it in seconds.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,29 @@ TONE_PHONES = ("h#", "aa", "iy", "s", "sh", "m", "n", "pau", "tcl", "t", "q", "o
 FLITE_CORPUS = dict(speakers=4, utterances_per_speaker=2, seed=3, jobs=1, engines=("flite",))
 
 SLOW_TIMEOUT = 600  # seconds for a slow test (pyproject's ``timeout`` for the rest)
+
+
+MAX_WORKERS = 4  # pytest-xdist processes for -n auto (each builds the session fixtures once)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): one worker per core, at most MAX_WORKERS."""
+    return max(1, min(_cores(), MAX_WORKERS))
+
+
+def pytest_configure(config) -> None:
+    """Under xdist the cores are shared: each worker's torch (and the commands it starts)
+    gets cores / workers threads, unless OMP_NUM_THREADS says otherwise. Two workers with
+    two OpenMP threads each on two cores spin against each other (the demo test took 4x as
+    long)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, _cores() // int(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def pytest_collection_modifyitems(items) -> None:
