@@ -24,8 +24,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from praatio.utilities import textgrid_io
-
 from phonelabel.core import SAMPLE_RATE, Segment, Word
 from phonelabel.corpus.textgrid import read_alignment
 from phonelabel.corpus.timit import read_labels
@@ -209,6 +207,8 @@ def _textgrid(tiers: dict[str, list[tuple[float, float, str]]], duration: float)
             for name, intervals in tiers.items()
         ],
     }
+    from praatio.utilities import textgrid_io  # 0.1 s to import: only for TextGrid output
+
     return textgrid_io.getTextgridAsStr(
         grid, "long_textgrid", includeBlankSpaces=True, minTimestamp=0.0, maxTimestamp=end
     )

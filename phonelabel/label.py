@@ -18,12 +18,12 @@ With "global" normalisation streaming and files give the same segments.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from phonelabel.audio import BLOCK_SECONDS, AudioFile, pcm_blocks
 from phonelabel.core import SAMPLE_RATE, Segment
@@ -49,8 +49,7 @@ from phonelabel.formats import (
     stream_lines,
     write_segments,
 )
-from phonelabel.model import PosteriorStream, batched_log_posteriors, resolve_device
-from phonelabel.modeldir import TrainedModel, default_model_dir, load_model
+from phonelabel.modeldir import default_model_dir, load_model, read_header
 from phonelabel.plots import plot_audio_file
 from phonelabel.workers import (
     Failure,
@@ -61,6 +60,9 @@ from phonelabel.workers import (
     torchrun_place,
     work_units,
 )
+
+if TYPE_CHECKING:  # torch (a second to import) is imported where the model runs: ``run_label``
+    from phonelabel.modeldir import TrainedModel  # featurizes the first file meanwhile
 
 CACHE_SECONDS = 120.0  # files up to 2 min keep their features in memory, longer ones on disk
 BATCH_SECONDS = 60.0  # label_batch: longer files are labelled alone, in blocks
@@ -100,6 +102,8 @@ class Labeller:
 
 
 def _reload_labeller(directory: str, device: str, smooth: bool, params: DecoderParams) -> Labeller:
+    import torch
+
     return Labeller(load_model(directory, device), params, smooth, torch.device(device))
 
 
@@ -108,6 +112,8 @@ def default_batch_files(labeller: Labeller) -> int:
     recording at a time leaves it idle; one on a CPU, where a batch gains little (the
     LSTM is a fifth of the time; features and decoding the rest) and one at a time keeps
     outputs byte for byte those of every earlier version."""
+    import torch
+
     return GPU_BATCH_FILES if torch.device(labeller.device).type == "cuda" else 1
 
 
@@ -120,6 +126,10 @@ def load_labeller(
     (``workers.torchrun_place``), so that the processes of a node spread over its GPUs. A
     run without a GPU never reads torchrun's variables here (``workers.resolve_shard``
     checks them for its shard)."""
+    import torch
+
+    from phonelabel.model import resolve_device
+
     if device == "auto" and torch.cuda.is_available():
         place = torchrun_place()
         if place is not None:
@@ -166,6 +176,8 @@ def segment_stream(
 ) -> Iterator[Segment]:
     """Blocks of raw features (made by ``features``) -> 61-class segments, each yielded as
     soon as it is final (``SegmentDecoder``)."""
+    from phonelabel.model import PosteriorStream
+
     posteriors = PosteriorStream(labeller.trained.model, labeller.device)
     decoder = SegmentDecoder(labeller, check_every)
     for raw in raw_features:
@@ -277,18 +289,41 @@ def recording_features(
     return RecordingFeatures(stream, raw, mean, std, described)
 
 
+Opened = tuple[AudioFile, RecordingFeatures]  # a recording and its features, ready to label
+
+
+def open_recording(
+    path: str | Path,
+    feature: FeatureConfig,
+    stats: dict[str, Any],
+    on_progress: Progress | None = None,
+    block_seconds: float = BLOCK_SECONDS,
+    cache_seconds: float = CACHE_SECONDS,
+) -> Opened:
+    """A recording and its features for a model of ``feature`` and ``stats`` (its prior):
+    ``recording_features``, the first read done."""
+    audio = AudioFile(path)
+    return audio, recording_features(
+        audio, feature, stats, on_progress, block_seconds, cache_seconds
+    )
+
+
 def label_file(
     path: str | Path,
     labeller: Labeller,
     on_progress: Progress | None = None,
     block_seconds: float = BLOCK_SECONDS,
     cache_seconds: float = CACHE_SECONDS,
+    opened: Opened | None = None,
 ) -> Labelled:
-    """Label one audio file in blocks (``recording_features``)."""
-    audio = AudioFile(path)
-    features = recording_features(
-        audio, labeller.feature, labeller.trained.stats, on_progress, block_seconds, cache_seconds
-    )
+    """Label one audio file in blocks (``recording_features``); ``opened``: its features
+    already made (``open_recording``)."""
+    if opened is None:
+        opened = open_recording(
+            path, labeller.feature, labeller.trained.stats, on_progress, block_seconds,
+            cache_seconds,
+        )  # fmt: skip
+    audio, features = opened
     segments = segment_stream(
         features.blocks,
         features.stream,
@@ -315,6 +350,7 @@ def label_batch(
     labeller: Labeller,
     on_progress: Callable[[str], Progress | None] | None = None,
     max_seconds: float = BATCH_SECONDS,
+    opened: dict[str, Opened] | None = None,
 ) -> list[Labelled | PhonelabelError]:
     """Label recordings together: each one's features as ``label_file`` makes them, then one
     padded forward pass of the LSTM for all (``model.batched_log_posteriors``: what keeps a
@@ -324,18 +360,25 @@ def label_batch(
     the segments are ``label_file``'s, and the posteriors differ from one-at-a-time only by
     float rounding (other matrix shapes, about 1e-5), which a near-tie between two phones
     could in principle turn into another boundary. Files over ``max_seconds`` (whose
-    features a batch would hold whole) go through ``label_file`` alone.
+    features a batch would hold whole) go through ``label_file`` alone. ``opened``: the
+    recordings whose features are already made (``open_recording``), by path.
     """
+    from phonelabel.model import batched_log_posteriors
+
+    opened = {} if opened is None else opened
     results: dict[int, Labelled | PhonelabelError] = {}
     batch: list[tuple[int, AudioFile, RecordingFeatures, np.ndarray]] = []
     for i, path in enumerate(map(str, paths)):
         progress = on_progress(path) if on_progress is not None else None
         try:
-            audio = AudioFile(path)
+            ready = opened.pop(path, None)
+            audio = AudioFile(path) if ready is None else ready[0]
             if audio.seconds > max_seconds:
-                results[i] = label_file(path, labeller, progress)
+                results[i] = label_file(path, labeller, progress, opened=ready)
                 continue
-            features = recording_features(audio, labeller.feature, labeller.trained.stats, progress)
+            if ready is None:
+                ready = open_recording(path, labeller.feature, labeller.trained.stats, progress)
+            features = ready[1]
             normalized = list(features.normalized())  # (n, D) blocks
             if features.stream.done == 0:
                 raise _shorter_than_a_frame(str(audio.path), features.stream)
@@ -379,6 +422,7 @@ def label_files(
     jobs: int = 1,
     batch_files: int | None = None,
     shard: Shard | None = None,
+    opened: dict[str, Opened] | None = None,
 ) -> Iterator[Labelled | Failure]:
     """Label each file; write ``out/<stem><ext>`` (and ``<stem>.png`` with ``plot``, under
     ``out`` or the current directory). A file that fails yields a Failure, the rest go on.
@@ -391,7 +435,8 @@ def label_files(
     outputs are the same whatever ``jobs`` and ``shard``: each file is labelled as one
     process labels it (batches are cut from the sorted list, the same in every shard), and
     output names (``formats.output_names``) come from the whole list. Results arrive in the
-    order given (a batch's files together).
+    order given (a batch's files together). ``opened``: recordings whose features are
+    already made (``open_recording``), by path, with ``jobs`` 1.
     """
     check_format(fmt)
     batch_files = default_batch_files(labeller) if batch_files is None else batch_files
@@ -400,7 +445,8 @@ def label_files(
     directory = Path(out) if out is not None else None
     # workers report no progress of their own: a caller counts the files as they come
     progress = on_progress if jobs == 1 else None
-    run = _LabelRun(labeller, fmt, directory, fold39, plot, batch_files, progress)
+    opened = {} if opened is None or jobs > 1 else opened
+    run = _LabelRun(labeller, fmt, directory, fold39, plot, batch_files, progress, opened)
     names = output_names(paths, fmt)
     yield from run_files(
         _label_unit, run, paths, names, directory, "labels", jobs, batch_files, shard
@@ -418,23 +464,27 @@ class _LabelRun:
     plot: bool
     batch_files: int
     on_progress: Callable[[str], Progress | None] | None
+    opened: dict[str, Opened]  # features made before the run (one process only)
 
 
 def _label_unit(run: _LabelRun, unit: list[tuple[str, Path]]) -> list[Labelled | PhonelabelError]:
     """Label (and write) a unit of ``label_files``: one file, or one batch of them."""
     paths = [path for path, _ in unit]
     if run.batch_files > 1:
-        labelled = label_batch(paths, run.labeller, run.on_progress)
+        labelled = label_batch(paths, run.labeller, run.on_progress, opened=run.opened)
     else:
-        labelled = [
-            _attempt(label_file, path, run.labeller, _progress(run, path)) for path in paths
-        ]
+        labelled = [_attempt(_label_one, run, path) for path in paths]
     return [
         result
         if isinstance(result, PhonelabelError)
         else _attempt(_finish, run, path, name, result)
         for (path, name), result in zip(unit, labelled, strict=True)
     ]
+
+
+def _label_one(run: _LabelRun, path: str) -> Labelled:
+    opened = run.opened.pop(path, None)
+    return label_file(path, run.labeller, _progress(run, path), opened=opened)
 
 
 def _progress(run: _LabelRun, path: str) -> Progress | None:
@@ -549,14 +599,39 @@ def run_label(
         raise PhonelabelError(f"{len(inputs)} inputs: give out DIR for their outputs")
     check_counts(jobs=jobs, **({"batch_files": batch_files} if batch_files is not None else {}))
     share = resolve_shard(shard)
-    labeller = load_labeller(model, device, smooth)
+    with ThreadPoolExecutor(1) as loader:  # torch's import and the weights, meanwhile ...
+        labeller = loader.submit(load_labeller, model, device, smooth)
+        opened = _open_first(inputs, model, share, on_progress) if jobs == 1 else {}
+        labeller = labeller.result()
     batch_files = default_batch_files(labeller) if batch_files is None else batch_files
     total = sum(map(len, work_units(inputs, batch_files, share)))
     results = label_files(
-        inputs, labeller, fmt, out, fold39, plot, on_progress, jobs, batch_files, share
+        inputs, labeller, fmt, out, fold39, plot, on_progress, jobs, batch_files, share, opened
     )
     directory = Path(out) if out is not None else None
     return LabelRun(fmt, len(inputs), total, share, directory, results=results)
+
+
+def _open_first(
+    inputs: Sequence[str],
+    model: str | Path | None,
+    share: Shard | None,
+    on_progress: Callable[[str], Progress | None] | None,
+) -> dict[str, Opened]:
+    """... the first file's first read (its features, and a speaker-normalised model's
+    statistics of it), which needs only the model's config.json: labelling a 10-minute
+    file starts half a second sooner. A file that cannot be read is left to fail in its
+    turn, in order."""
+    units = work_units(inputs, 1, share)
+    if not units:
+        return {}
+    path = str(inputs[units[0][0]])
+    header = read_header(model if model is not None else default_model_dir())
+    progress = on_progress(path) if on_progress is not None else None
+    try:
+        return {path: open_recording(path, header.feature, header.stats, progress)}
+    except (PhonelabelError, OSError):
+        return {}
 
 
 def plot_file(

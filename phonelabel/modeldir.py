@@ -14,18 +14,21 @@ import pickle
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from phonelabel import __version__
+from phonelabel.config import ModelConfig
 from phonelabel.core import SAMPLE_RATE, dataclass_from_dict
 from phonelabel.decode import DecoderParams
 from phonelabel.errors import PhonelabelError
 from phonelabel.features import FeatureConfig
 from phonelabel.fileio import write_bytes, write_json
-from phonelabel.model import ModelConfig, PhoneLSTM
 from phonelabel.phones import PHONES_61
+
+if TYPE_CHECKING:  # torch is imported by what loads or saves weights: reading a model's
+    import torch  # feature config (``read_header``) does without its second of start-up
+
+    from phonelabel.model import PhoneLSTM
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
@@ -67,6 +70,8 @@ def default_model_dir() -> Path:
 
 def save_state_dict(path: Path, state: dict[str, Any]) -> None:
     """torch.save to bytes, then an atomic write (a crash leaves the old file intact)."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_bytes(path, buffer.getvalue())
@@ -74,6 +79,8 @@ def save_state_dict(path: Path, state: dict[str, Any]) -> None:
 
 def load_state_dict(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """torch.load with ``weights_only=True``: a model file cannot run code."""
+    import torch
+
     if not path.is_file():
         raise PhonelabelError(f"{path}: no such file")
     try:
@@ -183,8 +190,19 @@ def _check_shapes(path: Path, model: ModelConfig, state: dict[str, torch.Tensor]
         )
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild a trained model from its directory (eval mode, on ``device``)."""
+@dataclass
+class ModelHeader:
+    """What config.json says of a model, checked, without torch: enough to featurize audio
+    for it (``label.run_label`` does so while the weights load)."""
+
+    config: dict[str, Any]  # config.json, in this version's layout
+    model: ModelConfig
+    feature: FeatureConfig
+    stats: dict[str, Any]  # normalisation statistics
+
+
+def read_header(directory: str | Path) -> ModelHeader:
+    """A model directory's config.json, read and checked against itself."""
     directory = Path(directory)
     config = read_config(directory)
     where = str(directory / CONFIG)
@@ -202,6 +220,18 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
         values = stats.get(key) if isinstance(stats, dict) else None
         if not isinstance(values, list) or len(values) != feature.dim:
             raise PhonelabelError(f"{where}: normalization {key} must list {feature.dim} numbers")
+    return ModelHeader(config, model_config, feature, stats)
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild a trained model from its directory (eval mode, on ``device``)."""
+    import torch
+
+    from phonelabel.model import PhoneLSTM
+
+    directory = Path(directory)
+    header = read_header(directory)
+    config, model_config, feature = header.config, header.model, header.feature
     state = load_state_dict(directory / WEIGHTS, device)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PhonelabelError(f"{directory / WEIGHTS}: not a state dict of tensors")

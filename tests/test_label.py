@@ -374,6 +374,43 @@ def test_run_label_resolves_a_run_once_and_counts_what_it_wrote(tmp_path, random
     assert list(streamed.lines)[-1].split(",")[1] == "0.5"
 
 
+def test_run_label_reads_the_first_file_while_the_model_loads_and_labels_it_as_label_file(
+    tmp_path, random_model
+):
+    """``run_label`` makes the first file's features while torch and the weights load (a
+    thread): its first read happens before the run is iterated, the outputs are label_file's
+    bytes, the file is not featurized again, and a first file that cannot be read still
+    fails in its turn."""
+    from phonelabel.label import run_label
+
+    first = write_wav(tmp_path / "a.wav", tone_recording(4.0, seed=3))
+    second = write_wav(tmp_path / "b.wav", tone_recording(1.5, seed=4))
+    reads: list[tuple[str, float, float]] = []
+
+    def on_progress(source):
+        return lambda done, total: reads.append((Path(source).name, done, total))
+
+    run = run_label([str(first), str(second)], random_model, "json", tmp_path / "out",
+                    device="cpu", on_progress=on_progress)  # fmt: skip
+    assert reads and {name for name, *_ in reads} == {"a.wav"}  # before any result
+    assert max(done for _, done, _ in reads) == pytest.approx(4.0, abs=0.05)  # its first read
+    results = list(run)
+    assert [Path(r.source).name for r in results] == ["a.wav", "b.wav"]
+    labeller = load_labeller(random_model, "cpu")
+    for path in (first, second):  # the same segments, confidences to the last digit
+        expected = tmp_path / f"{path.stem}.expected.json"
+        label_file(path, labeller).write("json", expected)
+        got = json.loads((tmp_path / "out" / f"{path.stem}.json").read_text())
+        assert got["segments"] == json.loads(expected.read_text())["segments"]
+    a_reads = [done for name, done, _ in reads if name == "a.wav"]
+    assert a_reads == sorted(a_reads) and a_reads[-1] == 8.0  # both passes, once each
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    run = run_label([str(bad), str(second)], random_model, "csv", tmp_path / "out2", device="cpu")
+    assert [type(r).__name__ for r in run] == ["Failure", "Labelled"]
+
+
 def test_model_dir_without_config_is_one_line_and_exit_2(tmp_path, random_model):
     path = write_wav(tmp_path / "a.wav", tone_recording(0.5))
     broken = tmp_path / "broken"

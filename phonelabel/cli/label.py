@@ -136,7 +136,8 @@ def label(
     def on_progress(source: str) -> Any:
         def advance(done: float, total: float) -> None:  # a bar only for long inputs
             if total >= 60:
-                tasks.setdefault(source, progress.add_task(Path(source).name, total=total))
+                if source not in tasks:  # (setdefault would add a task on every call)
+                    tasks[source] = progress.add_task(Path(source).name, total=total)
                 progress.update(tasks[source], completed=done)
 
         return advance

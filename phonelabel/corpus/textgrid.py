@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from praatio.utilities import textgrid_io
 
 from phonelabel.audio import AUDIO_SUFFIXES, Audio
 from phonelabel.core import Segment, Utterance, Word
@@ -187,6 +186,8 @@ def read_alignment(path: str | Path, tier: str | None = None) -> TextGridTiers:
     text = _decode(path)
     if not re.search(r'Object class\s*=\s*"TextGrid"', text[:500]):
         raise PhonelabelError(f"{path}: not a TextGrid (no 'Object class = \"TextGrid\"')")
+    from praatio.utilities import textgrid_io  # 0.1 s to import: only when a TextGrid is read
+
     try:
         parsed = textgrid_io.parseTextgridStr(text, includeEmptyIntervals=True)
         tiers = {t["name"]: t for t in parsed["tiers"]}
