@@ -11,11 +11,20 @@ all-reduce starts, asynchronously, as soon as all its gradients are in; the upda
 the last one. The loss is already divided by the *global* count of scored frames, so the sum
 over ranks is exactly the one-process gradient (torch's DistributedDataParallel wrapper
 would average, and syncs only through ``forward``, not ``forward_with_resets``).
+
+CPU ranks on one machine sum their gradients through shared memory instead
+(``SharedMemorySum``): gloo's TCP all-reduce of the 2 x 256 model's 3.4 MB took 6 ms of
+each rank's one core per step, a fifth of the step, and overlapping it with backward gains
+nothing where every core already computes.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,10 +103,7 @@ def process_group(ranks: Ranks) -> Iterator[None]:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(ranks.local_rank % torch.cuda.device_count())
-    try:
-        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_VARIABLE, "600")))
-    except ValueError:
-        raise PhonelabelError(f"{TIMEOUT_VARIABLE} must be a number of seconds") from None
+    timeout = _timeout()
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:
         dist.init_process_group(
@@ -117,6 +123,13 @@ def process_group(ranks: Ranks) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def _timeout() -> timedelta:
+    try:
+        return timedelta(seconds=float(os.environ.get(TIMEOUT_VARIABLE, "600")))
+    except ValueError:
+        raise PhonelabelError(f"{TIMEOUT_VARIABLE} must be a number of seconds") from None
 
 
 def agree(ranks: Ranks, step: Callable[[], T]) -> T:
@@ -154,10 +167,18 @@ class GradientBuckets:
     """Parameters grouped for all-reduce, in reverse order, each bucket closed once it holds
     ``bucket_bytes`` (as DDP's reducer does). The 2 x 256 model's 3.4 MB make two: the output
     layer with the top LSTM layer, all-reduced while backward runs through the layer below,
-    then that layer. Every rank builds the same buckets."""
+    then that layer. Every rank builds the same buckets. CPU ranks that share one machine
+    sum through shared memory instead (``shared``: ``SharedMemorySum``), after backward."""
 
-    def __init__(self, parameters: Iterable[torch.nn.Parameter], bucket_bytes: int = 0):
+    def __init__(
+        self,
+        parameters: Iterable[torch.nn.Parameter],
+        bucket_bytes: int = 0,
+        ranks: Ranks = SINGLE,
+    ):
         bucket_bytes = bucket_bytes or BUCKET_BYTES
+        parameters = list(parameters)
+        self.shared = SharedMemorySum.between(ranks, parameters)
         self.buckets: list[list[torch.nn.Parameter]] = [[]]
         size = 0
         for p in reversed([p for p in parameters if p.requires_grad]):
@@ -174,9 +195,14 @@ def summed_gradients(buckets: GradientBuckets, ranks: Ranks) -> Iterator[None]:
     """Around ``loss.backward()``: on leaving, every parameter's gradient is its sum over
     the ranks. Buckets are all-reduced in order (collectives must match across ranks), each
     started from autograd's hooks as soon as it and the ones before it are complete, so the
-    communication overlaps the rest of backward. Nothing to do for one process."""
+    communication overlaps the rest of backward. Nothing to do for one process; ranks on
+    one machine's CPU sum everything through ``buckets.shared`` once backward is done."""
     if not ranks.distributed:
         yield
+        return
+    if buckets.shared is not None:
+        yield
+        buckets.shared.sum_gradients([p for bucket in buckets.buckets for p in bucket])
         return
     missing = [len(bucket) for bucket in buckets.buckets]
     arrived: set[int] = set()
@@ -211,6 +237,149 @@ def summed_gradients(buckets: GradientBuckets, ranks: Ranks) -> Iterator[None]:
         for p in bucket:
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))  # type: ignore[union-attr]
             offset += p.numel()
+
+
+SHARED_MEMORY_VARIABLE = "PHONELABEL_SHARED_MEMORY"  # "0": CPU ranks sum with gloo, always
+
+
+class SharedMemorySum:
+    """Sums a flat float tensor over the ranks of one machine through a shared file (in
+    /dev/shm where there is one): each rank copies its tensor into its slot, sums its
+    1/N-th of every slot, in rank order, into the result, and copies the result back;
+    sequence numbers in the file say who is done with what (an x86 or ARM CPU sees another
+    core's stores in order once a lock's fences are between them). Three passes over the
+    data and no sockets: 1 ms for 3.4 MB where gloo took 6. Every rank gets the same bits.
+
+    The file is removed as soon as every rank has it mapped, so nothing stays behind, even
+    after a crash. A rank whose partners stop answering stops after the process group's
+    timeout."""
+
+    def __init__(self, ranks: Ranks, numel: int, dtype: torch.dtype):
+        self.ranks, self.numel = ranks, numel
+        self.sequence = 0
+        self.timeout = _timeout().total_seconds()
+        self.fence = threading.Lock()
+        item = torch.empty(0, dtype=dtype).element_size()
+        flags_bytes = 64 * ranks.world  # a cache line per rank's counter
+        nbytes = flags_bytes + item * numel * (ranks.world + 1)
+        path = _shared_file(nbytes) if ranks.main else None
+        path = broadcast(ranks, path)
+        if path is None:
+            raise _NoSharedMemory()
+        try:
+            mapped = np.memmap(path, dtype=np.uint8, mode="r+", shape=(nbytes,))
+            dist.barrier()  # every rank has it mapped
+        finally:
+            if ranks.main:
+                os.unlink(path)
+        self.mapped = mapped
+        self.flags = mapped[:flags_bytes].view(np.int64).reshape(ranks.world, 8)[:, 0]
+        data = torch.from_numpy(mapped[flags_bytes:].view(_numpy_dtype(dtype)))
+        self.slots = data[: numel * ranks.world].view(ranks.world, numel)
+        self.result = data[numel * ranks.world :]
+        share = -(-numel // ranks.world)
+        self.mine = slice(ranks.rank * share, min(numel, (ranks.rank + 1) * share))
+
+    @classmethod
+    def between(cls, ranks: Ranks, parameters: list[torch.nn.Parameter]) -> SharedMemorySum | None:
+        """One for these parameters' gradients when the ranks are CPU processes on one
+        machine (all ranks agree), else None (gloo's or NCCL's all-reduce)."""
+        if not ranks.distributed:
+            return None
+        local = (
+            os.environ.get(SHARED_MEMORY_VARIABLE, "1") != "0"
+            and all(p.device.type == "cpu" for p in parameters)
+            and len({p.dtype for p in parameters}) == 1
+        )
+        places: list[Any] = [None] * ranks.world
+        dist.all_gather_object(places, _machine() if local else None)
+        if None in places or len(set(places)) != 1:
+            return None
+        try:
+            return cls(ranks, sum(p.numel() for p in parameters), parameters[0].dtype)
+        except _NoSharedMemory:
+            return None
+
+    def sum_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        """Every parameter's gradient (None: zeros) replaced by its sum over the ranks."""
+        slot, offset = self.slots[self.ranks.rank], 0
+        for p in parameters:
+            n = p.numel()
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            slot[offset : offset + n].copy_(p.grad.reshape(-1))
+            offset += n
+        self._sum()
+        offset = 0
+        for p in parameters:
+            n = p.numel()
+            p.grad.copy_(self.result[offset : offset + n].view_as(p))  # type: ignore[union-attr]
+            offset += n
+
+    def _sum(self) -> None:
+        self.sequence += 2
+        self._publish(self.sequence - 1)  # my slot is written
+        self._wait(self.sequence - 1)
+        mine = self.mine
+        total = self.result[mine]
+        torch.add(self.slots[0, mine], self.slots[1, mine], out=total)
+        for rank in range(2, self.ranks.world):
+            total += self.slots[rank, mine]
+        self._publish(self.sequence)  # my share of the result is written, the slots read
+        self._wait(self.sequence)
+
+    def _publish(self, value: int) -> None:
+        with self.fence:  # the stores before it are seen before the counter's
+            pass
+        self.flags[self.ranks.rank] = value
+
+    def _wait(self, value: int) -> None:
+        start, spins = time.monotonic(), 0
+        while self.flags.min() < value:
+            spins += 1
+            if spins > 200:  # a partner is behind: give its core back, longer if far behind
+                waited = time.monotonic() - start
+                time.sleep(50e-6 if waited < 1.0 else 1e-3)
+                if waited > self.timeout:
+                    raise PhonelabelError(
+                        f"rank {self.ranks.rank}: the other training processes stopped "
+                        f"answering for {self.timeout:.0f} s"
+                    )
+        with self.fence:  # the loads after it see what the counters promise
+            pass
+
+
+class _NoSharedMemory(Exception):
+    """Rank 0 could not make the shared file (no room): every rank falls back to gloo."""
+
+
+def _shared_file(nbytes: int) -> str | None:
+    """A new file of ``nbytes`` with its space reserved (a tmpfs over its size would kill
+    the process with SIGBUS on first touch, not fail here); None when there is no room."""
+    folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    descriptor, path = tempfile.mkstemp(prefix="phonelabel-gradients-", dir=folder)
+    try:
+        os.posix_fallocate(descriptor, 0, nbytes)
+    except OSError:
+        os.close(descriptor)
+        os.unlink(path)
+        return None
+    os.close(descriptor)
+    return path
+
+
+def _machine() -> str:
+    """This machine (and boot): ranks that agree on it can share memory."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            boot = file.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _numpy_dtype(dtype: torch.dtype) -> Any:
+    return torch.empty(0, dtype=dtype).numpy().dtype
 
 
 def sum_values(values: torch.Tensor) -> torch.Tensor:

@@ -527,7 +527,7 @@ def run_epoch(
     autocast = torch.autocast(state[0].device.type, torch.bfloat16, config.precision == "bf16")
     last_checkpoint = time.perf_counter()
     windows = data.windows(schedule, run.step)
-    buckets = GradientBuckets(model.parameters())
+    buckets = GradientBuckets(model.parameters(), ranks=ranks)
     for step in range(run.step, len(schedule)):
         frames = int(schedule.frames[step])  # all ranks' streams: the loss's divisor
         window = next(windows)

@@ -98,25 +98,37 @@ CONFIGS = [  # the fused window, and k2 > k1 (frame by frame)
 EPOCHS = 8
 
 
-def _rank_process(rank: int, world: int, port: int, out: str) -> None:
+def _rank_process(rank: int, world: int, port: int, out: str, shared: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ[distributed.SHARED_MEMORY_VARIABLE] = shared
     torch.set_num_threads(1)
     distributed.BUCKET_BYTES = 600  # the tiny model in 5 buckets, started during backward
     ranks = Ranks(rank, world)
     with process_group(ranks):
         weights = [train_streams(ranks, config, EPOCHS) for config in CONFIGS]
+        model = PhoneLSTM(ModelConfig(input_dim=5, hidden=8, layers=2))
+        path = (
+            "shared memory" if GradientBuckets(model.parameters(), ranks=ranks).shared else "gloo"
+        )
     if rank == 0:
-        torch.save(weights, out)
+        torch.save({"weights": weights, "path": path}, out)
 
 
-def test_two_ranks_make_the_one_process_update_in_float64(tmp_path, one_thread):
+@pytest.mark.parametrize("path", ["shared memory", "gloo"])
+def test_two_ranks_make_the_one_process_update_in_float64(tmp_path, one_thread, path):
+    """Ranks on one machine's CPU sum gradients through shared memory; with
+    PHONELABEL_SHARED_MEMORY=0 (and across machines) through gloo's all-reduce in buckets
+    started during backward. Either way, the one-process update."""
     out = tmp_path / "ddp.pt"
     one_process = [train_streams(Ranks(), config, EPOCHS) for config in CONFIGS]
+    shared = "1" if path == "shared memory" else "0"
     # forked from this process, which has torch (and the optimiser's lazy imports) loaded
     torch.multiprocessing.start_processes(
-        _rank_process, (2, free_port(), str(out)), nprocs=2, start_method="fork"
+        _rank_process, (2, free_port(), str(out), shared), nprocs=2, start_method="fork"
     )
-    distributed = torch.load(out, weights_only=True)
+    saved = torch.load(out, weights_only=True)
+    assert saved["path"] == path
+    distributed = saved["weights"]
     for config, ddp, alone in zip(CONFIGS, distributed, one_process, strict=True):
         steps = EPOCHS * len(build_schedule(*random_split()[1:], np.arange(10), config))
         assert steps > 150
