@@ -66,7 +66,10 @@ if TYPE_CHECKING:  # torch (a second to import) is imported where the model runs
 
 CACHE_SECONDS = 120.0  # files up to 2 min keep their features in memory, longer ones on disk
 BATCH_SECONDS = 60.0  # label_batch: longer files are labelled alone, in blocks
-GPU_BATCH_FILES = 32  # recordings per LSTM pass on a GPU (default_batch_files)
+GPU_BATCH_FILES = 32
+# seconds per block of the first file's first read, alongside torch's import: fewer, longer
+# numpy calls wait less for the GIL the import holds (10 s blocks: 0.4 s later)
+FIRST_BLOCK = 30.0  # recordings per LSTM pass on a GPU (default_batch_files)
 
 Progress = Callable[[float, float], None]  # (seconds done, seconds in all)
 
@@ -629,7 +632,7 @@ def _open_first(
     header = read_header(model if model is not None else default_model_dir())
     progress = on_progress(path) if on_progress is not None else None
     try:
-        return {path: open_recording(path, header.feature, header.stats, progress)}
+        return {path: open_recording(path, header.feature, header.stats, progress, FIRST_BLOCK)}
     except (PhonelabelError, OSError):
         return {}
 
