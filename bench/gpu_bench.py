@@ -34,10 +34,11 @@ def sizes(args) -> SimpleNamespace:
     if args.small:
         return SimpleNamespace(wide=16, narrow=4, hidden=32, layers=1, frames=6000,
                                accuracy_frames=40_000, short_files=12, short_seconds=1.0,
-                               long_seconds=60.0, batch_files=4)  # fmt: skip
+                               long_seconds=60.0, batch_files=4, repeats=1)  # fmt: skip
     return SimpleNamespace(wide=GPU_STREAMS, narrow=CPU_STREAMS, hidden=256, layers=2,
                            frames=2_000_000, accuracy_frames=4_000_000, short_files=600,
-                           short_seconds=3.0, long_seconds=3600.0, batch_files=32)  # fmt: skip
+                           short_seconds=3.0, long_seconds=3600.0, batch_files=32,
+                           repeats=2)  # fmt: skip
 
 
 def speed_args(args, size: SimpleNamespace, streams: int, precision: str = "fp32"):
@@ -69,7 +70,7 @@ def section_train(args, size) -> None:
             features, labels, offsets, lengths = synthetic_split(a.frames, a.dim)
             data = SplitTensors.from_arrays(features, labels, device)
             ours, bare = [], []
-            for _ in range(2):
+            for _ in range(size.repeats):
                 ours.append(bench_phonelabel(a, device, data, offsets, lengths))
                 with torch.autocast(device.type, torch.bfloat16, precision == "bf16"):
                     bare.append(bench_bare(a, device, data, max(a.frames // (streams * 20), 20)))
@@ -88,7 +89,7 @@ def section_data_on(args, size) -> None:
     with tempfile.TemporaryDirectory() as folder:
         host = host_split(features, labels, offsets, device, folder)
         speeds: dict[str, list[float]] = {"device": [], "host": []}
-        for _ in range(2):
+        for _ in range(size.repeats):
             speeds["device"].append(bench_phonelabel(a, device, on_device, offsets, lengths))
             speeds["host"].append(bench_phonelabel(a, device, host, offsets, lengths))
     device_fps, host_fps = max(speeds["device"]), max(speeds["host"])
@@ -106,7 +107,9 @@ def section_train_once(args, size) -> None:
         a = speed_args(args, size, size.wide)
         features, labels, offsets, lengths = synthetic_split(a.frames, a.dim)
         data = SplitTensors.from_arrays(features, labels, device)
-        fps = max(bench_phonelabel(a, device, data, offsets, lengths, ranks) for _ in range(2))
+        fps = max(
+            bench_phonelabel(a, device, data, offsets, lengths, ranks) for _ in range(size.repeats)
+        )
     if ranks.main:
         print(f"FPS {fps:.0f}")
 
@@ -119,7 +122,8 @@ def section_torchrun(args, size) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
                 "--master-port", str(29500 + os.getpid() % 1000), *here]  # fmt: skip
     fps = {}
-    for name, command in (("plain", plain), ("torchrun", torchrun), ("plain", plain)):
+    runs = [("plain", plain), ("torchrun", torchrun), ("plain", plain)][: 1 + size.repeats]
+    for name, command in runs:  # (--small: once each; the figures only need to exist)
         out = subprocess.run(command, capture_output=True, text=True, timeout=600)
         lines = [line for line in out.stdout.splitlines() if line.startswith("FPS ")]
         if out.returncode or not lines:
