@@ -243,12 +243,15 @@ SHARED_MEMORY_VARIABLE = "PHONELABEL_SHARED_MEMORY"  # "0": CPU ranks sum with g
 
 
 class SharedMemorySum:
-    """Sums a flat float tensor over the ranks of one machine through a shared file (in
-    /dev/shm where there is one): each rank copies its tensor into its slot, sums its
-    1/N-th of every slot, in rank order, into the result, and copies the result back;
-    sequence numbers in the file say who is done with what (an x86 or ARM CPU sees another
-    core's stores in order once a lock's fences are between them). Three passes over the
-    data and no sockets: 1 ms for 3.4 MB where gloo took 6. Every rank gets the same bits.
+    """Sums gradients over the ranks of one machine through a shared file (in /dev/shm
+    where there is one): each rank copies its gradients into its slot and says so (a
+    sequence number in the file); once every rank has, each adds up all the slots, in rank
+    order, straight into its gradients. One hand-over per step, no sockets: about a
+    millisecond for the default model's 3.4 MB, where gloo's TCP all-reduce took 6. Every
+    rank gets the same bits. The slots come in two sets, used in turn: a rank writes a set
+    again only after every rank has said it reached the step after the one that read it.
+    (An x86 or ARM CPU sees another core's stores in order once a lock's fences are
+    between them.)
 
     The file is removed as soon as every rank has it mapped, so nothing stays behind, even
     after a crash. A rank whose partners stop answering stops after the process group's
@@ -261,7 +264,7 @@ class SharedMemorySum:
         self.fence = threading.Lock()
         item = torch.empty(0, dtype=dtype).element_size()
         flags_bytes = 64 * ranks.world  # a cache line per rank's counter
-        nbytes = flags_bytes + item * numel * (ranks.world + 1)
+        nbytes = flags_bytes + item * numel * 2 * ranks.world
         path = _shared_file(nbytes) if ranks.main else None
         path = broadcast(ranks, path)
         if path is None:
@@ -275,10 +278,7 @@ class SharedMemorySum:
         self.mapped = mapped
         self.flags = mapped[:flags_bytes].view(np.int64).reshape(ranks.world, 8)[:, 0]
         data = torch.from_numpy(mapped[flags_bytes:].view(_numpy_dtype(dtype)))
-        self.slots = data[: numel * ranks.world].view(ranks.world, numel)
-        self.result = data[numel * ranks.world :]
-        share = -(-numel // ranks.world)
-        self.mine = slice(ranks.rank * share, min(numel, (ranks.rank + 1) * share))
+        self.slots = data.view(2, ranks.world, numel)  # [set, rank]
 
     @classmethod
     def between(cls, ranks: Ranks, parameters: list[torch.nn.Parameter]) -> SharedMemorySum | None:
@@ -302,31 +302,26 @@ class SharedMemorySum:
 
     def sum_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         """Every parameter's gradient (None: zeros) replaced by its sum over the ranks."""
-        slot, offset = self.slots[self.ranks.rank], 0
+        self.sequence += 1
+        slots = self.slots[self.sequence % 2]  # (world, numel)
+        mine, offset = slots[self.ranks.rank], 0
         for p in parameters:
             n = p.numel()
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            slot[offset : offset + n].copy_(p.grad.reshape(-1))
+            mine[offset : offset + n].copy_(p.grad.reshape(-1))
             offset += n
-        self._sum()
+        self._publish(self.sequence)
+        self._wait(self.sequence)
         offset = 0
         for p in parameters:
             n = p.numel()
-            p.grad.copy_(self.result[offset : offset + n].view_as(p))  # type: ignore[union-attr]
+            parts = slots[:, offset : offset + n]
+            grad = p.grad.view(-1)  # type: ignore[union-attr]
+            torch.add(parts[0], parts[1], out=grad)
+            for rank in range(2, self.ranks.world):
+                grad += parts[rank]
             offset += n
-
-    def _sum(self) -> None:
-        self.sequence += 2
-        self._publish(self.sequence - 1)  # my slot is written
-        self._wait(self.sequence - 1)
-        mine = self.mine
-        total = self.result[mine]
-        torch.add(self.slots[0, mine], self.slots[1, mine], out=total)
-        for rank in range(2, self.ranks.world):
-            total += self.slots[rank, mine]
-        self._publish(self.sequence)  # my share of the result is written, the slots read
-        self._wait(self.sequence)
 
     def _publish(self, value: int) -> None:
         with self.fence:  # the stores before it are seen before the counter's
