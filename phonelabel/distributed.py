@@ -21,9 +21,9 @@ nothing where every core already computes.
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -250,55 +250,73 @@ class SharedMemorySum:
     millisecond for the default model's 3.4 MB, where gloo's TCP all-reduce took 6. Every
     rank gets the same bits. The slots come in two sets, used in turn: a rank writes a set
     again only after every rank has said it reached the step after the one that read it.
-    (An x86 or ARM CPU sees another core's stores in order once a lock's fences are
-    between them.)
+    Only on x86, whose cores see each other's stores in the order they were made (what the
+    counters rely on); elsewhere gloo sums.
 
     The file is removed as soon as every rank has it mapped, so nothing stays behind, even
-    after a crash. A rank whose partners stop answering stops after the process group's
-    timeout."""
+    after a crash. A rank waiting for a partner that died stops within a second or two (it
+    checks the partner's process); one whose partners stop answering, after the process
+    group's timeout."""
 
-    def __init__(self, ranks: Ranks, numel: int, dtype: torch.dtype):
-        self.ranks, self.numel = ranks, numel
+    HEADER = 64  # bytes: rank 0's nonce, proof that every rank mapped the same file
+
+    def __init__(self, ranks: Ranks, mapped: np.memmap, numel: int, dtype: torch.dtype):
+        self.ranks, self.mapped = ranks, mapped
         self.sequence = 0
         self.timeout = _timeout().total_seconds()
-        self.fence = threading.Lock()
+        flags = mapped[self.HEADER : self.HEADER + 64 * ranks.world].view(np.int64)
+        self.flags = flags.reshape(ranks.world, 8)[:, 0]  # a cache line per rank's counter
+        data = mapped[self.HEADER + 64 * ranks.world :].view(_numpy_dtype(dtype))
+        self.slots = torch.from_numpy(data).view(2, ranks.world, numel)  # [set, rank]
+        self.partners: list[int] = []  # process ids to watch while waiting
+
+    @staticmethod
+    def nbytes(ranks: Ranks, numel: int, dtype: torch.dtype) -> int:
         item = torch.empty(0, dtype=dtype).element_size()
-        flags_bytes = 64 * ranks.world  # a cache line per rank's counter
-        nbytes = flags_bytes + item * numel * 2 * ranks.world
-        path = _shared_file(nbytes) if ranks.main else None
-        path = broadcast(ranks, path)
-        if path is None:
-            raise _NoSharedMemory()
-        try:
-            mapped = np.memmap(path, dtype=np.uint8, mode="r+", shape=(nbytes,))
-            dist.barrier()  # every rank has it mapped
-        finally:
-            if ranks.main:
-                os.unlink(path)
-        self.mapped = mapped
-        self.flags = mapped[:flags_bytes].view(np.int64).reshape(ranks.world, 8)[:, 0]
-        data = torch.from_numpy(mapped[flags_bytes:].view(_numpy_dtype(dtype)))
-        self.slots = data.view(2, ranks.world, numel)  # [set, rank]
+        return SharedMemorySum.HEADER + 64 * ranks.world + item * numel * 2 * ranks.world
 
     @classmethod
     def between(cls, ranks: Ranks, parameters: list[torch.nn.Parameter]) -> SharedMemorySum | None:
-        """One for these parameters' gradients when the ranks are CPU processes on one
-        machine (all ranks agree), else None (gloo's or NCCL's all-reduce)."""
+        """One for these parameters' gradients when the ranks are CPU processes on one x86
+        machine and every one of them maps the same file, else None (gloo or NCCL sums).
+        Every rank takes part in the same collectives whatever fails where, so all agree."""
         if not ranks.distributed:
             return None
+        dtype = parameters[0].dtype
         local = (
             os.environ.get(SHARED_MEMORY_VARIABLE, "1") != "0"
-            and all(p.device.type == "cpu" for p in parameters)
-            and len({p.dtype for p in parameters}) == 1
+            and platform.machine().lower() in ("x86_64", "amd64")
+            and all(p.device.type == "cpu" and p.dtype == dtype for p in parameters)
+            and dtype in (torch.float16, torch.float32, torch.float64)
         )
         places: list[Any] = [None] * ranks.world
         dist.all_gather_object(places, _machine() if local else None)
         if None in places or len(set(places)) != 1:
             return None
-        try:
-            return cls(ranks, sum(p.numel() for p in parameters), parameters[0].dtype)
-        except _NoSharedMemory:
+        numel = sum(p.numel() for p in parameters)
+        nbytes = cls.nbytes(ranks, numel, dtype)
+        nonce = int.from_bytes(os.urandom(8), "little") >> 1
+        path = _shared_file(nbytes, nonce) if ranks.main else None
+        path, nonce = broadcast(ranks, (path, nonce))
+        mapped = None
+        if path is not None:
+            try:
+                mapped = np.memmap(path, dtype=np.uint8, mode="r+", shape=(nbytes,))
+                if int(mapped[:8].view(np.int64)[0]) != nonce:  # not the file rank 0 made
+                    mapped = None
+            except (OSError, ValueError):
+                mapped = None
+        found: list[Any] = [None] * ranks.world
+        dist.all_gather_object(found, os.getpid() if mapped is not None else None)
+        if ranks.main and path is not None:
+            os.unlink(path)  # every rank has it mapped (or gave up): nothing stays behind
+        if mapped is None or None in found:
             return None
+        shared = cls(ranks, mapped, numel, dtype)
+        shared.partners = [pid for rank, pid in enumerate(found) if rank != ranks.rank]
+        if not all(map(_alive, shared.partners)):  # other process namespaces: do not watch
+            shared.partners = []
+        return shared
 
     def sum_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         """Every parameter's gradient (None: zeros) replaced by its sum over the ranks."""
@@ -324,43 +342,56 @@ class SharedMemorySum:
             offset += n
 
     def _publish(self, value: int) -> None:
-        with self.fence:  # the stores before it are seen before the counter's
-            pass
-        self.flags[self.ranks.rank] = value
+        self.flags[self.ranks.rank] = value  # after the slot's stores (x86 keeps their order)
 
     def _wait(self, value: int) -> None:
-        start, spins = time.monotonic(), 0
+        start, spins, checked = time.monotonic(), 0, 0.0
         while self.flags.min() < value:
             spins += 1
             if spins > 200:  # a partner is behind: give its core back, longer if far behind
                 waited = time.monotonic() - start
                 time.sleep(50e-6 if waited < 1.0 else 1e-3)
+                if waited - checked > 1.0:
+                    checked = waited
+                    if not all(map(_alive, self.partners)):
+                        raise PhonelabelError(
+                            f"rank {self.ranks.rank}: another training process died"
+                        )
                 if waited > self.timeout:
                     raise PhonelabelError(
                         f"rank {self.ranks.rank}: the other training processes stopped "
                         f"answering for {self.timeout:.0f} s"
                     )
-        with self.fence:  # the loads after it see what the counters promise
-            pass
 
 
-class _NoSharedMemory(Exception):
-    """Rank 0 could not make the shared file (no room): every rank falls back to gloo."""
-
-
-def _shared_file(nbytes: int) -> str | None:
-    """A new file of ``nbytes`` with its space reserved (a tmpfs over its size would kill
-    the process with SIGBUS on first touch, not fail here); None when there is no room."""
+def _shared_file(nbytes: int, nonce: int) -> str | None:
+    """A new file of ``nbytes`` starting with ``nonce``, its space reserved (a tmpfs over
+    its size would kill the process with SIGBUS on first touch, not fail here); None when
+    it cannot be made."""
     folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-    descriptor, path = tempfile.mkstemp(prefix="phonelabel-gradients-", dir=folder)
+    try:
+        descriptor, path = tempfile.mkstemp(prefix="phonelabel-gradients-", dir=folder)
+    except OSError:
+        return None
     try:
         os.posix_fallocate(descriptor, 0, nbytes)
-    except OSError:
-        os.close(descriptor)
+        os.pwrite(descriptor, nonce.to_bytes(8, "little"), 0)
+    except (OSError, AttributeError):  # no room; no posix_fallocate (macOS)
         os.unlink(path)
         return None
-    os.close(descriptor)
+    finally:
+        os.close(descriptor)
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        pass
+    return True
 
 
 def _machine() -> str:

@@ -18,7 +18,7 @@ With "global" normalisation streaming and files give the same segments.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -66,10 +66,10 @@ if TYPE_CHECKING:  # torch (a second to import) is imported where the model runs
 
 CACHE_SECONDS = 120.0  # files up to 2 min keep their features in memory, longer ones on disk
 BATCH_SECONDS = 60.0  # label_batch: longer files are labelled alone, in blocks
-GPU_BATCH_FILES = 32
+GPU_BATCH_FILES = 32  # recordings per LSTM pass on a GPU (default_batch_files)
 # seconds per block of the first file's first read, alongside torch's import: fewer, longer
 # numpy calls wait less for the GIL the import holds (10 s blocks: 0.4 s later)
-FIRST_BLOCK = 30.0  # recordings per LSTM pass on a GPU (default_batch_files)
+FIRST_BLOCK = 30.0
 
 Progress = Callable[[float, float], None]  # (seconds done, seconds in all)
 
@@ -451,9 +451,12 @@ def label_files(
     opened = {} if opened is None or jobs > 1 else opened
     run = _LabelRun(labeller, fmt, directory, fold39, plot, batch_files, progress, opened)
     names = output_names(paths, fmt)
-    yield from run_files(
-        _label_unit, run, paths, names, directory, "labels", jobs, batch_files, shard
-    )
+    try:
+        yield from run_files(
+            _label_unit, run, paths, names, directory, "labels", jobs, batch_files, shard
+        )
+    finally:
+        _close(run.opened)
 
 
 @dataclass
@@ -486,7 +489,7 @@ def _label_unit(run: _LabelRun, unit: list[tuple[str, Path]]) -> list[Labelled |
 
 
 def _label_one(run: _LabelRun, path: str) -> Labelled:
-    opened = run.opened.pop(path, None)
+    opened = run.opened.pop(str(path), None)
     return label_file(path, run.labeller, _progress(run, path), opened=opened)
 
 
@@ -602,12 +605,27 @@ def run_label(
         raise PhonelabelError(f"{len(inputs)} inputs: give out DIR for their outputs")
     check_counts(jobs=jobs, **({"batch_files": batch_files} if batch_files is not None else {}))
     share = resolve_shard(shard)
-    with ThreadPoolExecutor(1) as loader:  # torch's import and the weights, meanwhile ...
-        labeller = loader.submit(load_labeller, model, device, smooth)
-        opened = _open_first(inputs, model, share, on_progress) if jobs == 1 else {}
-        labeller = labeller.result()
+    loader = ThreadPoolExecutor(1)  # torch's import and the weights, meanwhile ...
+    first = None
+    try:
+        loading = loader.submit(load_labeller, model, device, smooth)
+        if jobs == 1:
+            first = _open_first(inputs, model, share, batch_files, on_progress, loading)
+        labeller = loading.result()
+    except BaseException:
+        if first is not None:
+            _close({first[0]: first[1]})
+        raise
+    finally:
+        loader.shutdown(wait=False)
     batch_files = default_batch_files(labeller) if batch_files is None else batch_files
-    total = sum(map(len, work_units(inputs, batch_files, share)))
+    units = work_units(inputs, batch_files, share)
+    total = sum(map(len, units))
+    mine = {str(inputs[i]) for unit in units for i in unit}
+    opened = {} if first is None else {first[0]: first[1]}
+    if opened.keys() - mine or (first is not None and first[2] != _header_of(labeller)):
+        _close(opened)  # another shard's file (grouped otherwise), or config.json changed
+        opened = {}
     results = label_files(
         inputs, labeller, fmt, out, fold39, plot, on_progress, jobs, batch_files, share, opened
     )
@@ -615,26 +633,56 @@ def run_label(
     return LabelRun(fmt, len(inputs), total, share, directory, results=results)
 
 
+class _LoadFailed(Exception):
+    """The model failed to load: the first read stops, the load's error is the run's."""
+
+
 def _open_first(
     inputs: Sequence[str],
     model: str | Path | None,
     share: Shard | None,
+    batch_files: int | None,
     on_progress: Callable[[str], Progress | None] | None,
-) -> dict[str, Opened]:
+    loading: Future[Labeller],
+) -> tuple[str, Opened, tuple[Any, Any]] | None:
     """... the first file's first read (its features, and a speaker-normalised model's
     statistics of it), which needs only the model's config.json: labelling a 10-minute
     file starts half a second sooner. A file that cannot be read is left to fail in its
-    turn, in order."""
-    units = work_units(inputs, 1, share)
+    turn, in order; a model that fails to load stops the read at the next block. Returns
+    the path, its recording and the feature config and statistics it was read with."""
+    units = work_units(inputs, batch_files or 1, share)
     if not units:
-        return {}
+        return None
     path = str(inputs[units[0][0]])
     header = read_header(model if model is not None else default_model_dir())
     progress = on_progress(path) if on_progress is not None else None
+
+    def reported(done: float, total: float) -> None:
+        if loading.done() and loading.exception() is not None:
+            raise _LoadFailed
+        if progress is not None:
+            progress(done, total)
+
     try:
-        return {path: open_recording(path, header.feature, header.stats, progress, FIRST_BLOCK)}
-    except (PhonelabelError, OSError):
-        return {}
+        opened = open_recording(path, header.feature, header.stats, reported, FIRST_BLOCK)
+    except (PhonelabelError, OSError, _LoadFailed):
+        return None
+    return path, opened, (header.feature, header.stats)
+
+
+def _header_of(labeller: Labeller) -> tuple[Any, Any]:
+    """What a first read depends on: the model's feature config and statistics (config.json
+    is read twice, and a training run could rewrite it in between)."""
+    return labeller.feature, labeller.trained.stats
+
+
+def _close(opened: dict[str, Opened]) -> None:
+    """Let go of features read but not used (a long recording's temp file)."""
+    for _, features in opened.values():
+        close = getattr(features.blocks, "close", None)
+        if close is not None:
+            close()
+    opened.clear()
 
 
 def plot_file(

@@ -137,6 +137,33 @@ def test_two_ranks_make_the_one_process_update_in_float64(tmp_path, one_thread, 
             torch.testing.assert_close(ddp[name], value, rtol=0, atol=1e-9, msg=name)
 
 
+def _orphaned_rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    ranks = Ranks(rank, 2)
+    with process_group(ranks):
+        model = PhoneLSTM(ModelConfig(input_dim=5, hidden=8, layers=1))
+        shared = GradientBuckets(model.parameters(), ranks=ranks).shared
+        if rank == 1:
+            os._exit(0)  # dies before its first sum
+        started = time.monotonic()
+        try:
+            shared.sum_gradients(list(model.parameters()))
+            message = "no error"
+        except PhonelabelError as error:
+            message = str(error)
+        Path(out).write_text(json.dumps([message, time.monotonic() - started]))
+        os._exit(0)  # (the group's teardown would wait for the dead rank)
+
+
+def test_a_rank_whose_partner_died_stops_in_seconds_not_at_the_timeout(tmp_path):
+    out = tmp_path / "orphan.json"
+    torch.multiprocessing.start_processes(
+        _orphaned_rank, (free_port(), str(out)), nprocs=2, start_method="fork"
+    )
+    message, seconds = json.loads(out.read_text())
+    assert message == "rank 0: another training process died" and seconds < 5
+
+
 def test_gradients_go_in_buckets_in_reverse_order_each_closed_at_its_size():
     model = PhoneLSTM(ModelConfig(input_dim=5, hidden=8, layers=2)).double()
     names = {id(p): name for name, p in model.named_parameters()}

@@ -410,6 +410,14 @@ def test_run_label_reads_the_first_file_while_the_model_loads_and_labels_it_as_l
     run = run_label([str(bad), str(second)], random_model, "csv", tmp_path / "out2", device="cpu")
     assert [type(r).__name__ for r in run] == ["Failure", "Labelled"]
 
+    # a shard of batches: the first read is of the shard's own first file
+    paths = [str(write_wav(tmp_path / f"s{i}.wav", tone_recording(0.6, seed=i))) for i in range(4)]
+    reads.clear()
+    run = run_label(paths, random_model, "csv", tmp_path / "out3", device="cpu",
+                    batch_files=2, shard="2/2", on_progress=on_progress)  # fmt: skip
+    assert {name for name, *_ in reads} == {"s2.wav"}
+    assert [Path(r.source).name for r in run] == ["s2.wav", "s3.wav"]
+
 
 def test_model_dir_without_config_is_one_line_and_exit_2(tmp_path, random_model):
     path = write_wav(tmp_path / "a.wav", tone_recording(0.5))

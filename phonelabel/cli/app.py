@@ -254,8 +254,8 @@ def main() -> None:
     joins a process pool's feeder threads could wait forever on a pipe to a worker it has
     already killed (seen as a run that printed "interrupted:" and never exited).
 
-    Every other exit goes through ``_exit``: torch makes the interpreter's own teardown
-    take half a second, after the work is done."""
+    A run that succeeded ends through ``_finish`` (torch makes the interpreter's own
+    teardown take half a second after the work is done); a failed one as Python ends it."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -264,7 +264,9 @@ def main() -> None:
         _flush()
         os._exit(stop.code if isinstance(stop.code, int) else 1)
     except SystemExit as done:
-        _exit(done.code)
+        if done.code in (None, 0):
+            _finish()
+        raise
 
 
 def _flush() -> None:
@@ -275,17 +277,26 @@ def _flush() -> None:
             pass
 
 
-def _exit(code: Any) -> NoReturn:
-    """End the process as Python would, less the interpreter's teardown (0.5 s with torch
-    loaded: freeing every module's objects, for a process that is about to end): the
-    non-daemon threads are joined and the exit handlers run (process pools, temporary
-    files), the output flushed; then ``os._exit``. A text code is printed, exit 1."""
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-    status = 0 if code is None else code if isinstance(code, int) else 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    _flush()
-    os._exit(status)
+def _finish() -> None:
+    """End a successful run as Python would, less the interpreter's teardown (0.5 s with
+    torch loaded: freeing every module's objects): the non-daemon threads are joined as
+    Python joins them (``threading._shutdown`` first wakes the idle workers of thread pools)
+    and the exit handlers run; then ``os._exit(0)``. Returns, for Python's own exit, where
+    that is not possible; an output that cannot be flushed fails the run (exit 120, as
+    Python's), a closed pipe exits 141."""
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is None:  # not CPython's threading
+        return
+    try:
+        shutdown()
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except KeyboardInterrupt:
+        os._exit(128 + signal.SIGINT)
+    except BrokenPipeError:
+        os._exit(141)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot write the output ({error})", file=sys.__stderr__)
+        os._exit(120)
+    os._exit(0)
