@@ -152,7 +152,7 @@ def main() -> None:
         command += [str(wav), "--out", str(Path(temp) / "out")]
         cli_runs = sorted(
             timed(subprocess.run, command, check=True, capture_output=True)[1]
-            for _ in range(args.runs)
+            for _ in range(max(1, args.runs))
         )  # a shared VM's wall clock varies by a second from run to run
         cli_seconds, cli_median = cli_runs[0], cli_runs[len(cli_runs) // 2]
 

@@ -44,7 +44,8 @@ def pytest_configure(config) -> None:
     """Under xdist the cores are shared: each worker's torch (and the commands it starts)
     gets cores / workers threads, unless OMP_NUM_THREADS says otherwise. Two workers with
     two OpenMP threads each on two cores spin against each other (the demo test took 4x as
-    long)."""
+    long). It works because nothing has imported torch yet (OpenMP reads the variable once,
+    when torch loads): keep torch's imports out of this file's top level."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         threads = max(1, _cores() // int(workers))
