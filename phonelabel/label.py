@@ -9,7 +9,8 @@ delay as the whole-utterance pass does, and ``decode.ViterbiDecoder`` emits fram
 surviving paths agree. Files are read twice when the model normalises per speaker (a
 recording is one speaker) but featurized once: the first read gathers the recording's
 ``features.Moments`` while its raw features are kept (``features.FeatureSpool``: in memory,
-or an anonymous temp file for a long one), the second labels them. A stream cannot look
+or an anonymous temp file for a long one), the second labels them; ``run_label`` makes the
+first file's first read while torch and the weights load. A stream cannot look
 ahead, so ``features.RunningNormalizer`` normalises each frame by the statistics of the
 frames so far (the same rule); its output then differs slightly from a whole-file run.
 With "global" normalisation streaming and files give the same segments.
@@ -606,26 +607,25 @@ def run_label(
     check_counts(jobs=jobs, **({"batch_files": batch_files} if batch_files is not None else {}))
     share = resolve_shard(shard)
     loader = ThreadPoolExecutor(1)  # torch's import and the weights, meanwhile ...
-    first = None
+    first = None  # (a failed load leaves it to the collector: a spool has no name on disk)
     try:
         loading = loader.submit(load_labeller, model, device, smooth)
         if jobs == 1:
             first = _open_first(inputs, model, share, batch_files, on_progress, loading)
         labeller = loading.result()
-    except BaseException:
-        if first is not None:
-            _close({first[0]: first[1]})
-        raise
     finally:
         loader.shutdown(wait=False)
     batch_files = default_batch_files(labeller) if batch_files is None else batch_files
     units = work_units(inputs, batch_files, share)
     total = sum(map(len, units))
     mine = {str(inputs[i]) for unit in units for i in unit}
-    opened = {} if first is None else {first[0]: first[1]}
-    if opened.keys() - mine or (first is not None and first[2] != _header_of(labeller)):
-        _close(opened)  # another shard's file (grouped otherwise), or config.json changed
-        opened = {}
+    opened: dict[str, Opened] = {}
+    if first is not None:
+        path, opened[path], read_with = first
+        # config.json is read twice (a training run could rewrite it in between); the file
+        # may be another shard's (the run groups by its --batch-files)
+        if read_with != (labeller.feature, labeller.trained.stats) or path not in mine:
+            _close(opened)
     results = label_files(
         inputs, labeller, fmt, out, fold39, plot, on_progress, jobs, batch_files, share, opened
     )
@@ -670,18 +670,10 @@ def _open_first(
     return path, opened, (header.feature, header.stats)
 
 
-def _header_of(labeller: Labeller) -> tuple[Any, Any]:
-    """What a first read depends on: the model's feature config and statistics (config.json
-    is read twice, and a training run could rewrite it in between)."""
-    return labeller.feature, labeller.trained.stats
-
-
 def _close(opened: dict[str, Opened]) -> None:
     """Let go of features read but not used (a long recording's temp file)."""
     for _, features in opened.values():
-        close = getattr(features.blocks, "close", None)
-        if close is not None:
-            close()
+        getattr(features.blocks, "close", lambda: None)()  # a generator: its finally runs
     opened.clear()
 
 
