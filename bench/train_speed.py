@@ -4,12 +4,13 @@ update; the training split on the device vs streamed from host memory; N process
 The first three train the same network size on the same frames in one process, so the ratio
 is what DESIGN.md §8 targets (>= 0.85 of bare on CPU; >= 1 M frames/s on an H100). The host
 path (``--data-on host``) gathers each window from a memory-mapped file (target: >= 0.9 of
-the on-device path). ``--nproc N`` runs N processes (gloo on the CPU, NCCL on CUDA: one GPU
-each) on the same global streams, each with 1/N of the CPU threads, against one process with
-all of them (target on CPU: >= 0.90, DESIGN.md §8).
+the on-device path). ``--nproc N`` runs N processes (on the CPU summing gradients in shared
+memory, or with gloo under PHONELABEL_SHARED_MEMORY=0; NCCL on CUDA: one GPU each) on the
+same global streams, each with 1/N of the CPU threads, against one process with all of them
+(target on CPU: >= 0.90, DESIGN.md §8).
 
     python bench/train_speed.py                    # CPU, default 2 x 256 model, 32 streams, k1 = 20
-    python bench/train_speed.py --nproc 2          # 2 gloo processes vs 1
+    python bench/train_speed.py --nproc 2          # 2 CPU processes vs 1
     python bench/train_speed.py --device cuda --streams 256 --frames 2000000
     python bench/train_speed.py --device cuda --streams 512 --nproc 2   # 2 GPUs, NCCL
 """
