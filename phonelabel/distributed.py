@@ -177,11 +177,11 @@ class GradientBuckets:
         ranks: Ranks = SINGLE,
     ):
         bucket_bytes = bucket_bytes or BUCKET_BYTES
-        parameters = list(parameters)
-        self.shared = SharedMemorySum.between(ranks, parameters)
+        trainable = [p for p in parameters if p.requires_grad]
+        self.shared = SharedMemorySum.between(ranks, trainable)
         self.buckets: list[list[torch.nn.Parameter]] = [[]]
         size = 0
-        for p in reversed([p for p in parameters if p.requires_grad]):
+        for p in reversed(trainable):
             if size >= bucket_bytes:
                 self.buckets.append([])
                 size = 0

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from phonelabel.workers import available_cores  # (torch-free)
+
 if TYPE_CHECKING:  # torch stays unimported until a fixture needs it
     from phonelabel.config import ModelConfig
     from phonelabel.features import FeatureConfig
@@ -31,13 +33,9 @@ SLOW_TIMEOUT = 600  # seconds for a slow test (pyproject's ``timeout`` for the r
 MAX_WORKERS = 4  # pytest-xdist processes for -n auto (each builds the session fixtures once)
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject's addopts): one worker per core, at most MAX_WORKERS."""
-    return max(1, min(_cores(), MAX_WORKERS))
+    return max(1, min(available_cores(), MAX_WORKERS))
 
 
 def pytest_configure(config) -> None:
@@ -48,7 +46,7 @@ def pytest_configure(config) -> None:
     when torch loads): keep torch's imports out of this file's top level."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
-        threads = max(1, _cores() // int(workers))
+        threads = max(1, available_cores() // int(workers))
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
