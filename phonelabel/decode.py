@@ -116,6 +116,18 @@ class ViterbiDecoder:
         exit_scores = scores[-1]  # (61,) phones that may end here
         best = int(exit_scores.argmax())
         best_score = exit_scores[best]
+        if self._shape[0] == 1 and self.params.transition_penalty >= 0:
+            # one state per phone: the best phone always stays (its own score is the best
+            # entry), so every phone takes max(itself, best - penalty), the runner-up unused
+            # (the general path below gives the same bits in 12 numpy calls instead of 4)
+            entry = best_score - self.params.transition_penalty
+            stay = exit_scores >= entry
+            np.add(np.maximum(exit_scores, entry, out=new[0]), emission, out=new[0])
+            self.scores, self._spare = new, scores
+            self.switch.append((best, best))
+            self.stay.append(stay)
+            self.frames += 1
+            return
         exit_scores[best] = -np.inf  # (restored below) to find the runner-up
         second = int(exit_scores.argmax())
         second_score = exit_scores[second]

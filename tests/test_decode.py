@@ -72,7 +72,9 @@ def test_no_smooth_is_the_per_frame_argmax():
     )
 
 
-@pytest.mark.parametrize("min_duration,penalty", [(1, 0.5), (2, 2.0), (3, 1.0)])
+@pytest.mark.parametrize(
+    "min_duration,penalty", [(1, 0.5), (1, 0.0), (1, 4.0), (1, -0.5), (2, 2.0), (3, 1.0)]
+)  # one state per phone and a penalty >= 0: ViterbiDecoder's shorter recursion
 def test_viterbi_finds_the_best_path_of_a_brute_force_search(min_duration, penalty):
     log_posteriors = random_log_posteriors(25, seed=min_duration)
     path = decode_frames(log_posteriors, DecoderParams(penalty, min_duration))
@@ -106,9 +108,9 @@ def test_shorter_than_minimum_duration_still_decodes():
 
 
 @pytest.mark.parametrize("block,check_every", [(1, 1), (7, 3), (64, 50)])
-def test_incremental_viterbi_equals_whole_utterance_viterbi(block, check_every):
+@pytest.mark.parametrize("params", [DecoderParams(1.5, 3), DecoderParams(4.0, 1)])
+def test_incremental_viterbi_equals_whole_utterance_viterbi(block, check_every, params):
     log_posteriors = random_log_posteriors(600, seed=block)
-    params = DecoderParams(1.5, 3)
     decoder = ViterbiDecoder(params, check_every=check_every)
     emitted = [decoder.push(log_posteriors[i : i + block]) for i in range(0, 600, block)]
     path = np.concatenate(emitted + [decoder.finish()])
