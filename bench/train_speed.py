@@ -37,6 +37,7 @@ from phonelabel.train import (
     SplitTensors,
     TrainConfig,
     build_schedule,
+    make_optimizer,
     run_epoch,
 )
 
@@ -83,7 +84,7 @@ def bench_phonelabel(args, device, data, offsets, lengths, ranks: Ranks = SINGLE
     )
     torch.manual_seed(0)
     model = PhoneLSTM(ModelConfig(args.dim, args.hidden, args.layers, 0.0)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(model, config)  # as `phonelabel train` makes it (fused Adam)
     share = ranks.streams(args.streams)
     schedule = build_schedule(offsets, lengths, np.arange(len(lengths)), config).streams(share)
     if isinstance(data, SplitTensors):

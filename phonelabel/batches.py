@@ -3,7 +3,8 @@
 ``SplitTensors`` puts the whole training split on the training device once and cuts every
 window there; ``HostSplit`` leaves it in host memory (the store's memory map) and gathers
 and normalises each window there, the next one while the device trains on this one.
-``placement`` chooses between them (``--data-on auto``).
+``placement`` chooses between them (``--data-on auto``). ``spec_augment`` masks a window
+as the trainer draws it.
 """
 
 from __future__ import annotations
@@ -144,3 +145,27 @@ def device_bytes(split: SplitData, config: TrainConfig) -> int:
     frames, dim = split.raw.shape
     overlap = config.window / max(config.k1, 1) if config.k1 else 1.5
     return int(frames * (4 * dim + 8 + 17 * overlap))
+
+
+def spec_augment(x: torch.Tensor, time_mask: int, freq_mask: int, groups: int) -> torch.Tensor:
+    """SpecAugment for streamed windows (Park et al. 2019): each stream's window (B, W, D)
+    gets one run of up to ``time_mask`` frames and one band of up to ``freq_mask`` of its
+    D / groups static features set to 0 (the normalised mean); a band covers the same
+    coefficients in every delta group. Widths and places come from torch's RNG (seeded,
+    saved in checkpoints). Labels are untouched: the model learns to bridge the gap."""
+    if time_mask <= 0 and freq_mask <= 0:
+        return x
+    streams, width, dim = x.shape
+    keep = torch.ones(streams, width, dim, dtype=torch.bool, device=x.device)
+    if time_mask > 0:
+        span = torch.randint(0, min(time_mask, width) + 1, (streams, 1), device=x.device)
+        start = (torch.rand(streams, 1, device=x.device) * (width - span + 1)).long()
+        t = torch.arange(width, device=x.device)[None, :]
+        keep &= ~((t >= start) & (t < start + span))[:, :, None]
+    if freq_mask > 0:
+        base = dim // groups
+        span = torch.randint(0, min(freq_mask, base) + 1, (streams, 1), device=x.device)
+        start = (torch.rand(streams, 1, device=x.device) * (base - span + 1)).long()
+        f = torch.arange(dim, device=x.device)[None, :] % base
+        keep &= ~((f >= start) & (f < start + span))[:, None, :]
+    return x * keep

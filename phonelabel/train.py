@@ -7,11 +7,9 @@ model kept, a checkpoint; at the end the decoder is tuned on dev (``evaluate.py`
 
 k2 == k1 (the default) is one fused nn.LSTM call per step; k2 > k1 unrolls the window
 frame by frame (``PhoneLSTM.forward_with_resets``), since an utterance can start inside
-it. Under torchrun (``distributed.py``) every rank builds the same seeded schedule and runs
-its own contiguous B/N of the streams; the loss is divided by the step's scored frames over
-all B streams (every rank knows them from the schedule) and the gradients are summed over
-the ranks in buckets during backward (``GradientBuckets``), before clipping, so N ranks
-make the update one process with B streams makes.
+it. Under torchrun (``distributed.py``) each rank runs its B/N of the streams of the same
+seeded schedule, the loss divided by the step's scored frames over all B streams, and the
+gradients summed over the ranks before clipping: N ranks make one B-stream process's update.
 """
 
 from __future__ import annotations
@@ -29,7 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from phonelabel.batches import HostSplit, SplitTensors, Window, device_bytes, placement
+from phonelabel.batches import (
+    HostSplit,
+    SplitTensors,
+    Window,
+    device_bytes,
+    placement,
+    spec_augment,
+)
 from phonelabel.config import TrainConfig
 from phonelabel.decode import DecoderParams
 from phonelabel.distributed import (
@@ -614,30 +619,6 @@ def compute_loss(
     return loss, (state[0].detach(), state[1].detach()), correct
 
 
-def spec_augment(x: torch.Tensor, time_mask: int, freq_mask: int, groups: int) -> torch.Tensor:
-    """SpecAugment for streamed windows (Park et al. 2019): each stream's window (B, W, D)
-    gets one run of up to ``time_mask`` frames and one band of up to ``freq_mask`` of its
-    D / groups static features set to 0 (the normalised mean); a band covers the same
-    coefficients in every delta group. Widths and places come from torch's RNG (seeded,
-    saved in checkpoints). Labels are untouched: the model learns to bridge the gap."""
-    if time_mask <= 0 and freq_mask <= 0:
-        return x
-    streams, width, dim = x.shape
-    keep = torch.ones(streams, width, dim, dtype=torch.bool, device=x.device)
-    if time_mask > 0:
-        span = torch.randint(0, min(time_mask, width) + 1, (streams, 1), device=x.device)
-        start = (torch.rand(streams, 1, device=x.device) * (width - span + 1)).long()
-        t = torch.arange(width, device=x.device)[None, :]
-        keep &= ~((t >= start) & (t < start + span))[:, :, None]
-    if freq_mask > 0:
-        base = dim // groups
-        span = torch.randint(0, min(freq_mask, base) + 1, (streams, 1), device=x.device)
-        start = (torch.rand(streams, 1, device=x.device) * (base - span + 1)).long()
-        f = torch.arange(dim, device=x.device)[None, :] % base
-        keep &= ~((f >= start) & (f < start + span))[:, None, :]
-    return x * keep
-
-
 def clip_gradients(model: PhoneLSTM, config: TrainConfig) -> torch.Tensor:
     """Clip just before the update; returns the global norm of the gradients as they came
     from backward, before any clipping (0 if norm clipping is off)."""
@@ -657,12 +638,15 @@ def clip_gradients(model: PhoneLSTM, config: TrainConfig) -> torch.Tensor:
 
 
 def make_optimizer(model: PhoneLSTM, config: TrainConfig) -> torch.optim.Optimizer:
-    rate, decay = config.learning_rate, config.weight_decay
+    """Fused where torch has the kernel (CPU: torch >= 2.4): Adam's step 0.5 ms, not 3.3."""
+    options = dict(lr=config.learning_rate, weight_decay=config.weight_decay)
+    kind = torch.optim.Adam
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=rate, momentum=config.momentum, weight_decay=decay
-        )
-    return torch.optim.Adam(model.parameters(), lr=rate, weight_decay=decay)
+        kind, options = torch.optim.SGD, dict(options, momentum=config.momentum)
+    try:
+        return kind(model.parameters(), **options, fused=True)
+    except (RuntimeError, TypeError):  # no fused kernel (or option) in this torch
+        return kind(model.parameters(), **options)
 
 
 # --- what a run writes --------------------------------------------------------------------

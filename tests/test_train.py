@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from phonelabel.batches import SplitTensors
+from phonelabel.batches import SplitTensors, spec_augment
 from phonelabel.config import TrainConfig as _TrainConfig
 from phonelabel.model import ModelConfig, PhoneLSTM
 from phonelabel.schedule import Schedule, build_schedule
-from phonelabel.train import RunState, clip_gradients, run_epoch, spec_augment
+from phonelabel.train import RunState, clip_gradients, run_epoch
 
 D = 5
 # the mechanics are tested bare: no target delay, no SpecAugment masks (the defaults have
