@@ -55,6 +55,7 @@ from phonelabel.plots import plot_audio_file
 from phonelabel.workers import (
     Failure,
     Shard,
+    beside_an_import,
     check_counts,
     resolve_shard,
     run_files,
@@ -68,9 +69,7 @@ if TYPE_CHECKING:  # torch (a second to import) is imported where the model runs
 CACHE_SECONDS = 120.0  # files up to 2 min keep their features in memory, longer ones on disk
 BATCH_SECONDS = 60.0  # label_batch: longer files are labelled alone, in blocks
 GPU_BATCH_FILES = 32  # recordings per LSTM pass on a GPU (default_batch_files)
-# seconds per block of the first file's first read, alongside torch's import: fewer, longer
-# numpy calls wait less for the GIL the import holds (10 s blocks: 0.4 s later)
-FIRST_BLOCK = 30.0
+FIRST_BLOCK = 30.0  # s, the first read's blocks beside torch's import (fewer GIL waits)
 
 Progress = Callable[[float, float], None]  # (seconds done, seconds in all)
 
@@ -646,10 +645,9 @@ def _open_first(
     loading: Future[Labeller],
 ) -> tuple[str, Opened, tuple[Any, Any]] | None:
     """... the first file's first read (its features, and a speaker-normalised model's
-    statistics of it), which needs only the model's config.json: labelling a 10-minute
-    file starts half a second sooner. A file that cannot be read is left to fail in its
-    turn, in order; a model that fails to load stops the read at the next block. Returns
-    the path, its recording and the feature config and statistics it was read with."""
+    statistics of it: only config.json needed; ``beside_an_import``). A file that cannot be
+    read fails later, in its turn; a failed load stops the read at the next block. Returns
+    the path, its recording, and the feature config and statistics it was read with."""
     units = work_units(inputs, batch_files or 1, share)
     if not units:
         return None
@@ -664,7 +662,8 @@ def _open_first(
             progress(done, total)
 
     try:
-        opened = open_recording(path, header.feature, header.stats, reported, FIRST_BLOCK)
+        with beside_an_import():
+            opened = open_recording(path, header.feature, header.stats, reported, FIRST_BLOCK)
     except (PhonelabelError, OSError, _LoadFailed):
         return None
     return path, opened, (header.feature, header.stats)

@@ -179,6 +179,24 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@contextmanager
+def beside_an_import(interval: float = 5e-4) -> Iterator[None]:
+    """For numpy work in this thread while another imports (torch: 1.3 s holding the GIL):
+    numpy's BLAS on one thread (its pool's spinning threads would take the importer's core)
+    and a GIL switch interval of ``interval`` seconds instead of 5 ms (each numpy call
+    gives up the GIL and waits up to the interval to get it back). Together they end the
+    first read of `label` with torch's import, not 0.3 s after it."""
+    from threadpoolctl import threadpool_limits
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 def _start_torch_worker(state: Any, threads: int) -> Any:
     import torch  # here, not at the top: featurize's workers never import torch
 
