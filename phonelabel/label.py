@@ -608,9 +608,10 @@ def run_label(
     loader = ThreadPoolExecutor(1)  # torch's import and the weights, meanwhile ...
     first = None  # (a failed load leaves it to the collector: a spool has no name on disk)
     try:
-        loading = loader.submit(load_labeller, model, device, smooth)
-        if jobs == 1:
-            first = _open_first(inputs, model, share, batch_files, on_progress, loading)
+        with beside_an_import():
+            loading = loader.submit(load_labeller, model, device, smooth)
+            if jobs == 1:
+                first = _open_first(inputs, model, share, batch_files, on_progress, loading)
         labeller = loading.result()
     finally:
         loader.shutdown(wait=False)
@@ -662,8 +663,7 @@ def _open_first(
             progress(done, total)
 
     try:
-        with beside_an_import():
-            opened = open_recording(path, header.feature, header.stats, reported, FIRST_BLOCK)
+        opened = open_recording(path, header.feature, header.stats, reported, FIRST_BLOCK)
     except (PhonelabelError, OSError, _LoadFailed):
         return None
     return path, opened, (header.feature, header.stats)
