@@ -14,7 +14,7 @@ from phonelabel.batches import SplitTensors, spec_augment
 from phonelabel.config import TrainConfig as _TrainConfig
 from phonelabel.model import ModelConfig, PhoneLSTM
 from phonelabel.schedule import Schedule, build_schedule
-from phonelabel.train import RunState, clip_gradients, run_epoch
+from phonelabel.train import RunState, clip_gradients, make_optimizer, run_epoch
 
 D = 5
 # the mechanics are tested bare: no target delay, no SpecAugment masks (the defaults have
@@ -444,3 +444,29 @@ def test_spec_augment_masks_one_run_of_frames_and_one_band_across_delta_groups()
         assert len(static) <= 4
         assert torch.equal(band, torch.cat([static, static + 13, static + 26]))
     assert 0 < frames.float().mean() < 0.25 and bands.any(dim=1).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_make_optimizer_is_fused_where_torch_has_the_kernel_and_steps_as_torch_does(optimizer):
+    config = TrainConfig(optimizer=optimizer, weight_decay=1e-3)
+    fused, reference, start = small_model(), small_model(), small_model()
+    made = make_optimizer(fused, config)
+    assert made.param_groups[0]["fused"] is True  # torch >= 2.4 has the CPU kernels
+    options = dict(lr=config.learning_rate, weight_decay=1e-3)
+    if optimizer == "sgd":
+        plain = torch.optim.SGD(reference.parameters(), momentum=config.momentum, **options)
+    else:
+        plain = torch.optim.Adam(reference.parameters(), **options)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        step_grads = [
+            torch.randn(p.shape, generator=generator).double() for p in start.parameters()
+        ]
+        for model, optimizer_ in ((fused, made), (reference, plain)):
+            for p, grad in zip(model.parameters(), step_grads, strict=True):
+                p.grad = grad.clone()
+            optimizer_.step()
+    moved = zip(fused.parameters(), start.parameters(), strict=True)
+    assert all(not torch.equal(a, b) for a, b in moved)
+    for a, b in zip(fused.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)  # float64: rounding apart

@@ -11,7 +11,7 @@ import soundfile
 from phonelabel.audio import read_audio
 from phonelabel.errors import PhonelabelError
 from phonelabel.fileio import write_text
-from phonelabel.workers import Failure, Shard, run_files
+from phonelabel.workers import Failure, Shard, beside_an_import, run_files
 
 
 def _describe(directory: Path, unit: list[tuple[str, Path]]) -> list[object]:
@@ -93,3 +93,21 @@ def test_outputs_beside_their_recordings_or_colliding_are_refused_before_any_wor
     names = [Path("same.txt"), Path("same.txt")]
     with pytest.raises(PhonelabelError, match="several inputs would write same.txt"):
         list(run_files(_describe, tmp_path, sources, names, tmp_path / "out", "tests"))
+
+
+def test_beside_an_import_limits_numpy_blas_and_the_gil_interval_then_restores_them():
+    import sys
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    interval = sys.getswitchinterval()
+    with threadpool_limits(2, user_api="blas"):
+        assert blas_threads() and set(blas_threads()) == {2}
+        with beside_an_import(1e-3):
+            assert sys.getswitchinterval() == pytest.approx(1e-3)
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {2}
+    assert sys.getswitchinterval() == interval
