@@ -81,8 +81,8 @@ def write_bytecode() -> str:
     (these machines' default) sees after an editable install."""
     import phonelabel
 
-    compileall.compile_dir(Path(phonelabel.__file__).parent, quiet=1)
-    return "written (compileall)"
+    written = compileall.compile_dir(Path(phonelabel.__file__).parent, quiet=1)
+    return "written (compileall)" if written else "compileall failed: as found"
 
 
 def main() -> None:

@@ -77,8 +77,8 @@ class ViterbiDecoder:
         self._spare = np.empty(self._shape)  # double buffer: no allocation per frame
         # Backpointers of the undecided frames decided..frames-1. switch[t] = (best, second):
         # a switch into phone q at frame t came from ``best``'s last state, or from
-        # ``second`` when q is best itself; stay[t][p]: whether (m-1, p) at t came from
-        # itself, else from (m-2, p).
+        # ``second`` when q is best itself (one state per phone and a penalty >= 0: never,
+        # so (best, best)); stay[t][p]: whether (m-1, p) at t came from itself, else (m-2, p).
         self.switch: list[tuple[int, int]] = []
         self.stay: list[np.ndarray] = []
         self.frames = 0  # frames pushed

@@ -185,7 +185,11 @@ def beside_an_import(interval: float = 5e-4) -> Iterator[None]:
     numpy's BLAS on one thread (its pool's spinning threads would take the importer's core)
     and a GIL switch interval of ``interval`` seconds instead of 5 ms (each numpy call
     gives up the GIL and waits up to the interval to get it back). Together they end the
-    first read of `label` with torch's import, not 0.3 s after it."""
+    first read of `label` with torch's import, not 0.3 s after it. Both are the process's:
+    only the main thread sets them (a library's worker threads leave them alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     from threadpoolctl import threadpool_limits
 
     before = sys.getswitchinterval()
