@@ -24,6 +24,7 @@ import socket
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -113,50 +114,70 @@ def barrier(ranks: Ranks) -> None:
         torch.distributed.barrier()
 
 
-def _rank(rank: int, args, port: int, threads: int, result: str) -> None:
-    """One of --nproc processes: its share of the streams, ``threads`` CPU threads."""
+def _rank(rank: int, args, port: int, threads: int, result: str, independent: bool) -> None:
+    """One of --nproc processes: its share of the streams, ``threads`` CPU threads; writes its
+    best frames/s to ``result``.<rank>. ``independent``: no process group and nothing summed,
+    each process its own 1/N of the streams (what the N would make if agreeing were free)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(threads)
-    ranks = Ranks(rank, args.nproc, rank)
-    with process_group(ranks):
+    ranks = SINGLE if independent else Ranks(rank, args.nproc, rank)
+    if independent:
+        args = argparse.Namespace(**{**vars(args), "streams": args.streams // args.nproc})
+    with nullcontext() if independent else process_group(ranks):
         device = torch.device(f"cuda:{rank}" if args.device.startswith("cuda") else args.device)
         features, labels, offsets, lengths = synthetic_split(args.frames, args.dim)
         data = SplitTensors.from_arrays(features, labels, device)
-        speeds = [bench_phonelabel(args, device, data, offsets, lengths, ranks)]
-        speeds += [bench_phonelabel(args, device, data, offsets, lengths, ranks)]
-    if ranks.main:
-        Path(result).write_text(json.dumps(max(speeds)))
+        speeds = [bench_phonelabel(args, device, data, offsets, lengths, ranks) for _ in range(2)]
+    Path(f"{result}.{rank}").write_text(json.dumps(max(speeds)))
+
+
+def _spawn(args, threads: int, independent: bool) -> float:
+    """frames/s of --nproc processes: the ranks' (each counts all frames), or the sum of the
+    independent processes'."""
+    with socket.socket() as s, tempfile.TemporaryDirectory() as folder:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        result = str(Path(folder) / "fps")
+        spawn = torch.multiprocessing.spawn
+        spawn(_rank, (args, port, threads, result, independent), nprocs=args.nproc)
+        speeds = [json.loads(Path(f"{result}.{r}").read_text()) for r in range(args.nproc)]
+    return sum(speeds) if independent else speeds[0]
 
 
 def bench_processes(args, device, data, offsets, lengths) -> dict:
     """One process with every thread vs --nproc processes splitting the threads (CPU), in
     --repeats rounds: each the best of two epochs of one process and the best of two of the
-    N (started anew), in turn first (ABBA). Rounds pair the two in time, so drift in the
-    machine's speed (this VM's step time wanders by 10-20 % over minutes) hits both sides of
-    a ratio alike; the median of the rounds' ratios is the figure."""
+    N ranks (started anew), in turn first (ABBA), then N independent processes with the same
+    streams and nothing summed. Rounds pair them in time, so drift in the machine's speed
+    (this VM's step time wanders by 10-20 % over minutes) hits all sides of a ratio alike;
+    the medians of the rounds' ratios are the figures: against one process (the target),
+    and against the independent processes (what agreeing on the sum costs)."""
     threads = torch.get_num_threads()
     per_rank = max(1, threads // args.nproc)
     rounds = []
     for round_ in range(max(1, args.repeats)):
         if round_ % 2 == 0:
             one = max(bench_phonelabel(args, device, data, offsets, lengths) for _ in range(2))
-        with socket.socket() as s, tempfile.TemporaryDirectory() as folder:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            s.close()
-            result = Path(folder) / "fps.json"
-            spawn = torch.multiprocessing.spawn
-            spawn(_rank, (args, port, per_rank, str(result)), nprocs=args.nproc)
-            many = json.loads(result.read_text())
+        many = _spawn(args, per_rank, independent=False)
         if round_ % 2 == 1:
             one = max(bench_phonelabel(args, device, data, offsets, lengths) for _ in range(2))
-        rounds.append((round(one), round(many), round(many / one, 3)))
+        alone = _spawn(args, per_rank, independent=True)
+        rounds.append(
+            {
+                "one_process": round(one),
+                f"{args.nproc}_processes": round(many),
+                f"{args.nproc}_independent": round(alone),
+                "ratio": round(many / one, 3),
+                "ratio_to_independent": round(many / alone, 3),
+            }
+        )
     return {
-        "rounds": [
-            dict(zip(("one_process", f"{args.nproc}_processes", "ratio"), r, strict=True))
-            for r in rounds
-        ],
-        "ratio_median": round(statistics.median(r[2] for r in rounds), 3),
+        "rounds": rounds,
+        "ratio_median": round(statistics.median(r["ratio"] for r in rounds), 3),
+        "ratio_to_independent_median": round(
+            statistics.median(r["ratio_to_independent"] for r in rounds), 3
+        ),
         "threads": f"{threads} in one process; {per_rank} in each of {args.nproc}",
     }
 
