@@ -10,6 +10,8 @@ known: festival prints its syllables' stress, flite's comes from its own lexicon
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 import subprocess
@@ -104,16 +106,30 @@ def check_voices(voices: list[Voice]) -> None:
                 )
 
 
+def run_engine(argv: list[str], stdin: str | None, timeout: float) -> subprocess.CompletedProcess:
+    """``argv`` run to its end (its output captured as text) and killed by the kernel when
+    this process exits, so a killed synth worker takes its engine with it: util-linux's
+    ``setpriv --pdeathsig`` sets that up in the child. Where there is no setpriv, a
+    ``preexec_fn`` does (``die_with_parent``); Python then runs its fork handlers around the
+    fork, and a worker's stop (SIGTERM) landing inside one is printed as "Exception ignored"
+    and lost."""
+    setpriv = shutil.which("setpriv")
+    if setpriv and shutil.which(argv[0]) is None:  # as subprocess says it (setpriv would exit 127)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+    return subprocess.run(
+        prefix + argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=None if setpriv else die_with_parent,
+    )
+
+
 def _run(argv: list[str], stdin: str | None, name: str, timeout: float = 60) -> str:
     try:
-        done = subprocess.run(
-            argv,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            preexec_fn=die_with_parent,  # a killed synth worker takes its engine with it
-        )
+        done = run_engine(argv, stdin, timeout)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise PhonelabelError(f"{name}: cannot run ({error})") from None
     return done.stdout
@@ -200,14 +216,7 @@ def _festival_batch(
             raise PhonelabelError(f"prompt {text!r}: quotes and backslashes are not allowed")
         body.append(f'(plabel_say "{text}" "{workdir / f"{i}.wav"}" "{workdir / f"{i}.lab"}")')
     try:
-        done = subprocess.run(
-            ["festival", "--pipe"],
-            input="\n".join(body) + "\n",
-            capture_output=True,
-            text=True,
-            timeout=60 + 20 * len(items),
-            preexec_fn=die_with_parent,
-        )
+        done = run_engine(["festival", "--pipe"], "\n".join(body) + "\n", 60 + 20 * len(items))
     except subprocess.TimeoutExpired:
         return "festival timed out"
     except OSError as error:
@@ -259,9 +268,7 @@ def flite(v: Voice, stretch: float, f0: float | None, text: str, wav: Path) -> E
         argv += ["--setf", f"int_f0_target_mean={f0:.1f}"]
     argv += ["-psdur", "-o", str(wav), "-t", text]
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, preexec_fn=die_with_parent
-        )
+        done = run_engine(argv, None, 60)
     except subprocess.TimeoutExpired:
         return "flite timed out"
     except OSError as error:
