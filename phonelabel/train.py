@@ -47,6 +47,7 @@ from phonelabel.distributed import (
     gather_streams,
     process_group,
     ranks_from_env,
+    seed_generators,
     step_seed,
     sum_values,
     summed_gradients,
@@ -541,7 +542,7 @@ def run_epoch(
         window = next(windows)
         capture_at = config.k1 or window[0].shape[1]  # where the next window starts
         if ranks.distributed:  # each rank its own dropout and noise, reproducible on resume
-            torch.manual_seed(step_seed(config.seed, run.epoch, step, ranks.rank))
+            seed_generators(step_seed(config.seed, run.epoch, step, ranks.rank), state[0].device)
         with autocast:
             loss, state, correct = compute_loss(
                 model,
