@@ -259,6 +259,8 @@ class SharedMemorySum:
     group's timeout."""
 
     HEADER = 64  # bytes: rank 0's nonce, proof that every rank mapped the same file
+    SPIN_SECONDS = 0.5e-3  # a wait checks without pause this long (most waits end in it)
+    YIELD_SECONDS = 20e-3  # then yields the core this long, then sleeps
 
     def __init__(self, ranks: Ranks, mapped: np.memmap, numel: int, dtype: torch.dtype):
         self.ranks, self.mapped = ranks, mapped
@@ -269,6 +271,8 @@ class SharedMemorySum:
         data = mapped[self.HEADER + 64 * ranks.world :].view(_numpy_dtype(dtype))
         self.slots = torch.from_numpy(data).view(2, ranks.world, numel)  # [set, rank]
         self.partners: list[int] = []  # process ids to watch while waiting
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.yield_seconds = self.YIELD_SECONDS if ranks.world <= cores else 0.0
 
     @staticmethod
     def nbytes(ranks: Ranks, numel: int, dtype: torch.dtype) -> int:
@@ -345,23 +349,31 @@ class SharedMemorySum:
         self.flags[self.ranks.rank] = value  # after the slot's stores (x86 keeps their order)
 
     def _wait(self, value: int) -> None:
-        start, spins, checked = time.monotonic(), 0, 0.0
+        """Until every rank has reached ``value``: spin for the usual wait (a fraction of a
+        millisecond), then yield the core (``sched_yield``: runnable work runs, else this
+        rank goes on checking) for up to ``YIELD_SECONDS``, then sleep. Sleeping at once
+        idled the core for each of the many few-millisecond waits of a VM whose vCPUs are
+        preempted by the host; yielding trained 1-13 % faster (5 alternated pairs). With
+        more ranks than cores to run on, a rank sleeps after the spin, so that the partner
+        it waits for can have its core."""
+        start, checked = time.monotonic(), 0.0
         while self.flags.min() < value:
-            spins += 1
-            if spins > 200:  # a partner is behind: give its core back, longer if far behind
-                waited = time.monotonic() - start
-                time.sleep(50e-6 if waited < 1.0 else 1e-3)
-                if waited - checked > 1.0:
-                    checked = waited
-                    if not all(map(_alive, self.partners)):
-                        raise PhonelabelError(
-                            f"rank {self.ranks.rank}: another training process died"
-                        )
-                if waited > self.timeout:
-                    raise PhonelabelError(
-                        f"rank {self.ranks.rank}: the other training processes stopped "
-                        f"answering for {self.timeout:.0f} s"
-                    )
+            waited = time.monotonic() - start
+            if waited < self.SPIN_SECONDS:
+                continue
+            if waited < self.yield_seconds:
+                os.sched_yield()
+                continue
+            time.sleep(50e-6 if waited < 1.0 else 1e-3)
+            if waited - checked > 1.0:
+                checked = waited
+                if not all(map(_alive, self.partners)):
+                    raise PhonelabelError(f"rank {self.ranks.rank}: another training process died")
+            if waited > self.timeout:
+                raise PhonelabelError(
+                    f"rank {self.ranks.rank}: the other training processes stopped "
+                    f"answering for {self.timeout:.0f} s"
+                )
 
 
 def _shared_file(nbytes: int, nonce: int) -> str | None:
