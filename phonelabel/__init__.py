@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from phonelabel.errors import PhonelabelError
 
-__version__ = "0.4.2"
+__version__ = "0.4.3"
 
 __all__ = ["PhonelabelError", "__version__"]
