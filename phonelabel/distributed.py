@@ -260,7 +260,7 @@ class SharedMemorySum:
 
     HEADER = 64  # bytes: rank 0's nonce, proof that every rank mapped the same file
     SPIN_SECONDS = 0.5e-3  # a wait checks without pause this long (most waits end in it)
-    YIELD_SECONDS = 20e-3  # then yields the core this long, then sleeps
+    YIELD_SECONDS = 20e-3  # then yields the core until the wait is this old, then sleeps
 
     def __init__(self, ranks: Ranks, mapped: np.memmap, numel: int, dtype: torch.dtype):
         self.ranks, self.mapped = ranks, mapped
@@ -351,7 +351,7 @@ class SharedMemorySum:
     def _wait(self, value: int) -> None:
         """Until every rank has reached ``value``: spin for the usual wait (a fraction of a
         millisecond), then yield the core (``sched_yield``: runnable work runs, else this
-        rank goes on checking) for up to ``YIELD_SECONDS``, then sleep. Sleeping at once
+        rank goes on checking) until the wait is ``YIELD_SECONDS`` old, then sleep. Sleeping at once
         idled the core for each of the many few-millisecond waits of a VM whose vCPUs are
         preempted by the host; yielding trained 1-13 % faster (5 alternated pairs). With
         more ranks than cores to run on, a rank sleeps after the spin, so that the partner
@@ -449,10 +449,11 @@ def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
 
 
 def seed_generators(seed: int, device: torch.device) -> None:
-    """``torch.manual_seed(seed)`` for the generators a rank draws from: the CPU's, and its
-    GPU's when it trains on one. The same streams, without torch.manual_seed's queueing of a
+    """``torch.manual_seed(seed)`` for the generators a rank draws from: the CPU's, and the
+    GPUs' when it trains on one (all of them, as torch.manual_seed: ``--device cuda:N`` need
+    not be the current device). The same streams, without torch.manual_seed's queueing of a
     seed for every device type not yet initialised, each with a formatted stack: 0.1 ms a
     call, every step."""
     torch.default_generator.manual_seed(seed)
     if device.type == "cuda":
-        torch.cuda.manual_seed(seed)  # the current device (the rank's), initialised by now
+        torch.cuda.manual_seed_all(seed)  # CUDA is initialised by now: seeded at once

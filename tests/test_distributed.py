@@ -187,15 +187,32 @@ def test_each_rank_runs_its_own_contiguous_streams_and_bad_counts_are_refused():
         Ranks(1, 4).check_streams(6)
 
 
-def test_a_ranks_step_seed_gives_the_draws_of_torch_manual_seed():
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda:last",  # the last GPU: not the current one where there are several
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+        ),
+    ],
+)
+def test_a_ranks_step_seed_gives_the_draws_of_torch_manual_seed(device):
+    if device == "cuda:last":
+        device = f"cuda:{torch.cuda.device_count() - 1}"
+        torch.cuda.init()
     seed = distributed.step_seed(7, 1, 3, 1)
     assert seed != distributed.step_seed(7, 1, 3, 0)  # each rank its own noise
+
+    def draws():
+        ones = torch.ones(64, device=device)
+        return torch.randn(4, 5, device=device), torch.nn.functional.dropout(ones, 0.5)
+
     torch.manual_seed(seed)
-    expected = (torch.randn(4, 5), torch.nn.functional.dropout(torch.ones(64), 0.5))
+    expected = draws()
     torch.manual_seed(0)
-    distributed.seed_generators(seed, torch.device("cpu"))
-    drawn = (torch.randn(4, 5), torch.nn.functional.dropout(torch.ones(64), 0.5))
-    assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
+    distributed.seed_generators(seed, torch.device(device))
+    assert all(torch.equal(a, b) for a, b in zip(draws(), expected, strict=True))
 
 
 # --- the host-streamed training split --------------------------------------------------------
