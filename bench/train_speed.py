@@ -161,14 +161,18 @@ def bench_processes(args, device, data, offsets, lengths) -> dict:
     the median over the rounds where it stole at most QUIET_STEAL is given apart."""
     threads = torch.get_num_threads()
     per_rank = max(1, threads // args.nproc)
+
+    def one_process() -> float:
+        return max(bench_phonelabel(args, device, data, offsets, lengths) for _ in range(2))
+
     rounds = []
     for round_ in range(max(1, args.repeats)):
         with Steal() as steal:
             if round_ % 2 == 0:
-                one = max(bench_phonelabel(args, device, data, offsets, lengths) for _ in range(2))
+                one = one_process()
             many = _spawn(args, per_rank, independent=False)
             if round_ % 2 == 1:
-                one = max(bench_phonelabel(args, device, data, offsets, lengths) for _ in range(2))
+                one = one_process()
             alone = _spawn(args, per_rank, independent=True)
         rounds.append(
             {
