@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from phonelabel.errors import PhonelabelError
-from phonelabel.workers import torchrun_place
+from phonelabel.workers import available_cores, torchrun_place
 
 T = TypeVar("T")
 TIMEOUT_VARIABLE = "PHONELABEL_DIST_TIMEOUT"  # seconds to wait for the other processes
@@ -271,8 +271,8 @@ class SharedMemorySum:
         data = mapped[self.HEADER + 64 * ranks.world :].view(_numpy_dtype(dtype))
         self.slots = torch.from_numpy(data).view(2, ranks.world, numel)  # [set, rank]
         self.partners: list[int] = []  # process ids to watch while waiting
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        self.yield_seconds = self.YIELD_SECONDS if ranks.world <= cores else 0.0
+        fits = ranks.world <= available_cores()  # else a waiting rank gives its core up
+        self.yield_seconds = self.YIELD_SECONDS if fits else 0.0
 
     @staticmethod
     def nbytes(ranks: Ranks, numel: int, dtype: torch.dtype) -> int:
